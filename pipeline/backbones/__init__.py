@@ -1,0 +1,33 @@
+"""Registry of stage-1 feature extractors: name -> builder(*, weights, seed) -> (Backbone, WeightsInfo)."""
+from __future__ import annotations
+
+from typing import Callable
+
+from pipeline.backbones.base import Backbone, InputSpec, WeightsError, WeightsInfo
+
+Builder = Callable[..., "tuple[Backbone, WeightsInfo]"]
+BACKBONES: dict[str, Builder] = {}
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    """Decorator: add a builder to BACKBONES under `name` (names are unique)."""
+    def add(builder: Builder) -> Builder:
+        if name in BACKBONES:
+            raise ValueError(f"backbone {name!r} is registered twice")
+        BACKBONES[name] = builder
+        return builder
+    return add
+
+
+def build_backbone(name: str, *, weights: str = "hub", seed: int = 0) -> tuple[Backbone, WeightsInfo]:
+    """Build backbone `name` in eval mode with `weights` ("none" | "hub" | path)."""
+    if name not in BACKBONES:
+        raise ValueError(f"backbone={name!r} is unknown; choose one of {sorted(BACKBONES)}")
+    model, info = BACKBONES[name](weights=weights, seed=seed)
+    return model.eval(), info
+
+
+# Modules that register builders on import.
+from pipeline.backbones import pytorchvideo_zoo  # noqa: E402,F401
+
+__all__ = ["BACKBONES", "Backbone", "InputSpec", "WeightsError", "WeightsInfo", "build_backbone", "register"]

@@ -1,0 +1,159 @@
+"""The contract every feature extractor meets, and the weight loading they share.
+
+A backbone is a torch module that maps normalised clips (B, C, T, H, W) to a feature map
+(B, D, T', H', W') for a named layer; the stage-1 engine pools space and time itself.
+Weights come from `weights=none|hub|<path>`; random initialisation is never silent.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import urllib.error
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class WeightsError(RuntimeError):
+    """Pretrained weights could not be found or loaded; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """What a backbone expects of its input clips.
+
+    channels: 3 for RGB, 2 for optical flow (x, y).
+    size: spatial side in pixels that the model was trained at (frames are resized so the short
+        side equals it, then centre-cropped to size x size unless the engine is told otherwise).
+    min_frames: the shortest clip the network accepts (temporal kernels and pooling).
+    mean, std: per-channel normalisation applied to frames scaled to [0, 1];
+        mean=0.5, std=0.5 maps [0, 1] to [-1, 1] (Inception I3D).
+    """
+
+    channels: int = 3
+    size: int = 224
+    min_frames: int = 1
+    mean: tuple[float, ...] = (0.45, 0.45, 0.45)
+    std: tuple[float, ...] = (0.225, 0.225, 0.225)
+
+
+class Backbone(nn.Module):
+    """Base class: subclasses set `spec` and `layers` and implement `forward(x, layer)`.
+
+    forward(x: (B, C, T, H, W) normalised float, layer: str) -> (B, D, T', H', W')
+    `layers` maps each supported layer name to a one-line description, first = default.
+    """
+
+    spec: InputSpec = InputSpec()
+    layers: dict[str, str] = {}
+
+    def check_layer(self, layer: str) -> None:
+        if layer not in self.layers:
+            raise ValueError(f"layer={layer!r} is not available for {type(self).__name__}; "
+                             f"choose one of {sorted(self.layers)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsInfo:
+    """Identity of the weights a model was built with; recorded in manifests and cache keys."""
+
+    source: str                  # "none" (random init), "hub" or "file"
+    file: str | None = None      # file name (hub cache or given path)
+    sha256: str | None = None    # content hash of that file
+    seed: int | None = None      # seed of the random initialisation (source == "none")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hub_checkpoint_file(url: str) -> Path:
+    """Where torch.hub keeps (or would keep) the checkpoint downloaded from `url`."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict from a checkpoint file: plain state dicts and {"model_state": ...} /
+    {"state_dict": ...} wrappers (pytorchvideo .pyth, Lightning) are accepted.
+    Loaded with weights_only=True: no arbitrary code runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights={path}: no such file. Pass weights=hub, weights=none "
+                           f"(random initialisation), or the path of a checkpoint file.")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file name and the fix
+        raise WeightsError(f"weights={path}: cannot be read as a PyTorch checkpoint "
+                           f"({type(exc).__name__}: {exc})") from exc
+    for key in ("model_state", "state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"weights={path}: expected a state dict (name -> tensor), "
+                           f"got {type(obj).__name__}")
+    return obj
+
+
+def fetch_hub_checkpoint(url: str) -> Path:
+    """The local file of a hub checkpoint: reused from the torch hub cache, else downloaded.
+
+    Offline, raises WeightsError saying which file to place where."""
+    target = hub_checkpoint_file(url)
+    if target.is_file():
+        return target
+    try:
+        torch.hub.download_url_to_file(url, str(target.with_suffix(target.suffix + ".part")),
+                                       progress=False)
+        os.replace(target.with_suffix(target.suffix + ".part"), target)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise WeightsError(
+            f"weights=hub: could not download {url} ({exc}). On a machine with internet, "
+            f"download that file and place it at {target} (the torch hub cache; set TORCH_HOME "
+            f"to move it), or pass weights=/path/to/{target.name}. "
+            f"weights=none builds the model with random weights instead.") from exc
+    return target
+
+
+def load_weights(model: nn.Module, weights: str, *, url: str | None, seed: int,
+                 name: str | None = None, convert=None) -> WeightsInfo:
+    """Load `weights` ("none" | "hub" | a path) into `model`; return their identity.
+
+    convert: optional function mapping a foreign state dict onto the model's names.
+    Random initialisation ("none") is announced in the log; the caller seeds the builder.
+    """
+    name = name or type(model).__name__
+    if weights == "none":
+        log.warning("weights=none: %s uses RANDOM initialisation (seed %d); features will not "
+                    "be meaningful for recognition beyond tests and plumbing.",
+                    name, seed)
+        return WeightsInfo(source="none", seed=seed)
+    if weights == "hub":
+        if url is None:
+            raise WeightsError(f"weights=hub: no published checkpoint is known for "
+                               f"{name}; pass weights=/path/to/checkpoint")
+        path, source = fetch_hub_checkpoint(url), "hub"
+    else:
+        path, source = Path(weights).expanduser(), "file"
+    state = read_checkpoint(path)
+    if convert is not None:
+        state = convert(state)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise WeightsError(f"weights={path}: does not fit {name}: "
+                           f"missing {list(missing)[:5]}{'...' if len(missing) > 5 else ''}, "
+                           f"unexpected {list(unexpected)[:5]}{'...' if len(unexpected) > 5 else ''}")
+    log.info("loaded weights from %s", path)
+    return WeightsInfo(source=source, file=path.name, sha256=file_sha256(path))

@@ -1,0 +1,113 @@
+"""pytorchvideo model-zoo backbones (Kinetics-400), built through pytorchvideo's hub builders.
+
+Each entry records the input the published checkpoint was trained with (pytorchvideo model zoo
+table): crop size, clip length and normalisation. Layers: `logits` (400-d Kinetics scores
+before softmax), `pool` (the head's pooled features, 2048-d, 2304-d for SlowFast) and `res5`
+(the last residual stage's map).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import torch
+import torch.nn.functional as F
+from pytorchvideo.models import hub
+from torch import nn
+
+from pipeline.backbones import register
+from pipeline.backbones.base import Backbone, InputSpec, WeightsInfo, load_weights
+
+ZOO_URL = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics"
+LAYERS = {
+    "logits": "Kinetics-400 class scores before softmax (400-d)",
+    "pool": "the head's pooled features before the classifier",
+    "res5": "the last residual stage's feature map",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooEntry:
+    builder: str        # function name in pytorchvideo.models.hub
+    checkpoint: str     # file name under ZOO_URL
+    size: int           # training crop (px)
+    frames: int         # training clip length = the shortest clip the logits head accepts
+
+
+ZOO = {
+    "x3d_xs": ZooEntry("x3d_xs", "X3D_XS.pyth", 160, 4),
+    "x3d_s": ZooEntry("x3d_s", "X3D_S.pyth", 160, 13),
+    "x3d_m": ZooEntry("x3d_m", "X3D_M.pyth", 224, 16),
+    "i3d_r50": ZooEntry("i3d_r50", "I3D_8x8_R50.pyth", 224, 8),
+    "slow_r50": ZooEntry("slow_r50", "SLOW_8x8_R50.pyth", 224, 8),
+    "c2d_r50": ZooEntry("c2d_r50", "C2D_8x8_R50.pyth", 224, 8),
+    "r2plus1d_r50": ZooEntry("r2plus1d_r50", "R2PLUS1D_16x4_R50.pyth", 224, 16),
+    "csn_r101": ZooEntry("csn_r101", "CSN_32x2_R101.pyth", 224, 32),
+    "slowfast_r50": ZooEntry("slowfast_r50", "SLOWFAST_8x8_R50.pyth", 224, 32),
+}
+
+
+class ZooBackbone(Backbone):
+    """A single-pathway pytorchvideo network: blocks[:-1] is the trunk, blocks[-1] the head."""
+
+    layers = LAYERS
+
+    def __init__(self, net: nn.Module, spec: InputSpec):
+        super().__init__()
+        self.net, self.spec = net, spec
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.net.blocks[:-1]:
+            x = block(x)
+        return x
+
+    def forward(self, x: torch.Tensor, layer: str = "logits") -> torch.Tensor:
+        """x: (B, 3, T, H, W) normalised -> (B, D, T', H', W')."""
+        self.check_layer(layer)
+        x = self.trunk(x)
+        if layer == "res5":
+            return x
+        head = self.net.blocks[-1]
+        if head.pool is not None:
+            x = head.pool(x)
+        if layer == "pool":
+            return x
+        return head.proj(x.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
+
+
+class SlowFastBackbone(ZooBackbone):
+    """SlowFast: the slow pathway sees every `alpha`-th frame of the fast one (alpha = 4)."""
+
+    alpha = 4
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        paths = [x[:, :, :: self.alpha], x]
+        for block in self.net.blocks[:-2]:
+            paths = block(paths)
+        if self._pooling:                # pool and concatenate the pathways (head input)
+            return self.net.blocks[-2](paths)
+        slow, fast = paths               # res5: fast map resampled onto the slow grid
+        fast = F.adaptive_avg_pool3d(fast, slow.shape[2:])
+        return torch.cat([slow, fast], dim=1)
+
+    def forward(self, x: torch.Tensor, layer: str = "logits") -> torch.Tensor:
+        self.check_layer(layer)
+        self._pooling = layer != "res5"
+        x = self.trunk(x)
+        if layer in ("res5", "pool"):
+            return x
+        return self.net.blocks[-1].proj(x.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
+
+
+def build_zoo(name: str, *, weights: str, seed: int) -> tuple[Backbone, WeightsInfo]:
+    entry = ZOO[name]
+    torch.manual_seed(seed)      # random initialisation (weights=none) is reproducible
+    net = getattr(hub, entry.builder)(pretrained=False)
+    spec = InputSpec(channels=3, size=entry.size, min_frames=entry.frames)
+    model = (SlowFastBackbone if name.startswith("slowfast") else ZooBackbone)(net, spec)
+    info = load_weights(net, weights, url=f"{ZOO_URL}/{entry.checkpoint}", seed=seed, name=name)
+    return model, info
+
+
+for _name in ZOO:
+    register(_name)(functools.partial(build_zoo, _name))

@@ -1,0 +1,76 @@
+"""What every dataset yields: items (one video or video segment each) and official splits.
+
+A dataset module subclasses `Dataset`, documents its on-disk layout in its docstring and
+registers itself in `pipeline.datasets.DATASETS`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+TRAIN, TEST = "train", "test"
+
+
+class DatasetError(ValueError):
+    """A dataset layout or list file is wrong; the message names the file (and line) and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One unit of work: a video, or a segment [start, end) of one (0-based frames).
+
+    id: unique, '/'-separated, relative (no '..'), stable across machines, e.g.
+        "brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0.avi". It names the cache item file.
+    path: the video file on disk.
+    labels: class indices into `Dataset.classes` (one for single-label datasets).
+    frames: optional [start, end) frame range within the video (MPII Cooking segments).
+    """
+
+    id: str
+    path: Path
+    labels: tuple[int, ...]
+    frames: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        parts = self.id.split("/")
+        if not self.id or self.id.startswith("/") or ".." in parts or "" in parts:
+            raise DatasetError(f"item id {self.id!r} must be a relative '/'-separated path without '..'")
+
+
+class Dataset(ABC):
+    """A collection of items with named classes and official train/test splits.
+
+    Subclasses set `name` and `metric` ("accuracy" or "map") and implement `classes`,
+    `items` and `splits`. Construction checks the layout and raises `DatasetError`.
+    """
+
+    name: str = ""
+    metric: str = "accuracy"
+    layout: str = ""          # one line: what `root` must hold, shown in errors
+
+    @classmethod
+    def from_root(cls, root: Path | None, **options) -> "Dataset":
+        """Build from `root`; datasets that generate themselves accept root=None."""
+        if root is None:
+            raise DatasetError(f"dataset={cls.name}: root= is required: the folder that holds "
+                               f"{cls.layout}")
+        return cls(Path(root).expanduser(), **options)
+
+    @property
+    @abstractmethod
+    def classes(self) -> tuple[str, ...]:
+        """Class names; an item's labels index into this tuple."""
+
+    @abstractmethod
+    def items(self) -> list[Item]:
+        """Every item of the dataset, in a deterministic order."""
+
+    @abstractmethod
+    def splits(self) -> dict[str, dict[str, str]]:
+        """Split name (e.g. "sp1") -> {item id: "train" | "test"}; unused items are absent."""
+
+    def describe(self) -> str:
+        """One line for logs: name, counts of items, classes and splits."""
+        return (f"{self.name}: {len(self.items())} items, {len(self.classes)} classes, "
+                f"splits {', '.join(self.splits())}, metric {self.metric}")
