@@ -29,5 +29,6 @@ def build_backbone(name: str, *, weights: str = "hub", seed: int = 0) -> tuple[B
 
 # Modules that register builders on import.
 from pipeline.backbones import pytorchvideo_zoo  # noqa: E402,F401
+from pipeline.backbones import inception_i3d, torchvision_resnet  # noqa: E402,F401
 
 __all__ = ["BACKBONES", "Backbone", "InputSpec", "WeightsError", "WeightsInfo", "build_backbone", "register"]
