@@ -119,3 +119,17 @@ def flow_to_unit(flow: np.ndarray, bound: float = FLOW_BOUND) -> np.ndarray:
     """flow: (..., 2) pixels -> float32 in [0, 1], i.e. flow_to_input mapped so that the flow
     backbones' InputSpec (mean 0.5, std 0.5) normalises it back to flow_to_input."""
     return ((flow_to_input(flow, bound) + 1.0) / 2.0).astype(np.float32)
+
+
+def flow_frames(frames, method: str = "tvl1"):
+    """Stream of F RGB frames -> stream of F - 1 flow frames (H, W, 2) float32 in [0, 1].
+
+    Flow frame i is the motion from frame i to i + 1, scaled by `flow_to_unit`, so a flow
+    backbone's mean = std = 0.5 maps it to I3D's [-1, 1]. Windows are then cut from the flow
+    frames exactly as from RGB frames.
+    """
+    stream = FlowStream(method)
+    for frame in frames:
+        flow = stream.push(frame)
+        if flow is not None:
+            yield flow_to_unit(flow)

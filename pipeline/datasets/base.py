@@ -50,8 +50,8 @@ class Dataset(ABC):
     layout: str = ""          # one line: what `root` must hold, shown in errors
 
     @classmethod
-    def from_root(cls, root: Path | None, **options) -> "Dataset":
-        """Build from `root`; datasets that generate themselves accept root=None."""
+    def from_root(cls, root: Path | None, *, cache_root: str = "cache", **options) -> "Dataset":
+        """Build from `root`; datasets that generate themselves (under cache_root) accept None."""
         if root is None:
             raise DatasetError(f"dataset={cls.name}: root= is required: the folder that holds "
                                f"{cls.layout}")

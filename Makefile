@@ -1,0 +1,45 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Settings pass through: make extract DATASET=hmdb51 ARGS="root=/data/hmdb51 backbone=i3d_r50"
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+DATASET ?= synthetic
+ARGS    ?=
+STAMP   := $(VENV)/.installed
+# Install the default PyPI torch build, not a local CPU-only wheel that lacks a torchvision.
+PIP     := PIP_FIND_LINKS= $(PY) -m pip
+
+.PHONY: setup demo test extract descriptors evaluate check-dataset bench clean-cache
+
+setup: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m stages.extract dataset=synthetic weights=none $(ARGS)
+	$(PY) -m stages.descriptors dataset=synthetic weights=none $(ARGS)
+	$(PY) -m stages.evaluate dataset=synthetic weights=none $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+extract: setup
+	$(PY) -m stages.extract dataset=$(DATASET) $(ARGS)
+
+descriptors: setup
+	$(PY) -m stages.descriptors dataset=$(DATASET) $(ARGS)
+
+evaluate: setup
+	$(PY) -m stages.evaluate dataset=$(DATASET) $(ARGS)
+
+check-dataset: setup
+	$(PY) -m stages.check_dataset dataset=$(DATASET) $(ARGS)
+
+bench: setup
+	$(PY) tests/bench/bench_epn.py
+
+clean-cache:
+	find cache -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

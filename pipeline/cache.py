@@ -1,0 +1,173 @@
+"""Content-keyed stage folders, atomic per-item writes, manifests, locks and the resumable loop.
+
+A stage's output lives in `<cache_root>/<stage>/<dataset>/<slug>-<key12>/`: `items/<id>.h5`
+(one file per video, written to a temporary name and renamed into place) and `manifest.json`
+(written last). The key is a sha256 over everything that changes the output (DVC's run cache).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import h5py
+import numpy as np
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+
+
+class StageError(RuntimeError):
+    """A stage cannot run (missing upstream output, a held lock, ...); says what to do."""
+
+
+def canonical(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return canonical(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): canonical(v) for k, v in sorted(obj.items())}
+    if isinstance(obj, (list, tuple)):
+        return [canonical(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def stage_key(stage: str, version: int, params: dict, *, upstream: Iterable[str] = (),
+              ids: Iterable[str] = (), weights: dict | None = None) -> str:
+    """sha256 hex of a canonical JSON of what determines a stage's output."""
+    material = {"stage": stage, "version": version, "params": params,
+                "upstream": sorted(upstream),
+                "ids": hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest(),
+                "weights": weights}
+    text = json.dumps(canonical(material), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def stage_dir(cache_root: str | os.PathLike, stage: str, dataset: str, slug: str, key: str) -> Path:
+    return Path(cache_root) / stage / dataset / f"{slug}-{key[:12]}"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path`, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write `obj` as indented JSON."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(canonical(obj), indent=1) + "\n")
+
+
+def read_manifest(folder: str | os.PathLike) -> dict | None:
+    path = Path(folder) / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+    names = ["torch", "torchvision", "pytorchvideo", "numpy", "h5py", "scikit-learn",
+             "opencv-contrib-python-headless"]
+    versions = {"python": platform.python_version()}
+    for name in names:
+        with contextlib.suppress(md.PackageNotFoundError):
+            versions[name] = md.version(name)
+    return versions
+
+
+@contextlib.contextmanager
+def stage_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a stage folder for the duration of a run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StageError(f"{folder} is being written by another run; wait for it to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def item_path(folder: Path, item_id: str) -> Path:
+    return folder / "items" / f"{item_id}.h5"
+
+
+def h5_valid(path: Path, required: Callable[[h5py.File], bool] = lambda f: True) -> bool:
+    """An item counts as done only if its file exists, opens and passes `required`."""
+    if not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            return bool(f.attrs.get("complete", False)) and required(f)
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+@dataclasses.dataclass
+class StageResult:
+    """What a run did: its folder, counts and failures (id -> reason)."""
+
+    folder: Path
+    done: int
+    computed: int
+    failures: dict[str, str]
+    skipped_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def run_items(folder: Path, ids: list[str], process: Callable[[str, Path], None], *,
+              manifest: dict, required: Callable[[h5py.File], bool] = lambda f: True,
+              progress: Callable[[Iterable], Iterable] = lambda x: x) -> StageResult:
+    """The resumable loop shared by all stages.
+
+    For each id without a valid item file, `process(id, tmp_path)` writes the item to tmp_path
+    (an HDF5 file that must set attrs["complete"] = True); it is then renamed into place.
+    An exception fails that item only (recorded with its reason). The manifest is written last.
+    """
+    for stale in (folder / "items").rglob(".*.tmp-*"):   # left by a killed run (we hold the lock)
+        stale.unlink()
+    pending = [i for i in ids if not h5_valid(item_path(folder, i), required)]
+    log.info("%s: %d of %d items to compute", folder, len(pending), len(ids))
+    failures: dict[str, str] = {}
+    for item_id in progress(pending):
+        try:
+            with atomic_path(item_path(folder, item_id)) as tmp:
+                process(item_id, tmp)
+        except Exception as exc:  # noqa: BLE001 - one bad item never stops a run
+            failures[item_id] = f"{type(exc).__name__}: {exc}"
+            log.error("item %s failed: %s", item_id, failures[item_id])
+    done = len(ids) - len(failures)
+    write_json(folder / MANIFEST, {**manifest, "items": len(ids), "done": done,
+                                   "failures": failures, "versions": library_versions(),
+                                   "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return StageResult(folder, done, len(pending) - len(failures), failures)
+
+
+def complete_manifest(folder: Path) -> dict | None:
+    """The manifest of a finished stage (no failures), else None."""
+    manifest = read_manifest(folder)
+    return manifest if manifest is not None and not manifest.get("failures") else None

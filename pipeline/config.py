@@ -1,0 +1,191 @@
+"""One frozen dataclass per stage, dataset presets, and `key=value` command-line overrides.
+
+All stages share one flat namespace of keys, so the same `ARGS` can be passed to
+`make extract`, `make descriptors` and `make evaluate`: each stage reads its own config and
+those of the stages upstream of it. Fields marked `key=False` do not change a stage's output
+and are left out of its cache key.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _nokey(default: Any = dataclasses.MISSING, **kw) -> Any:
+    """A field that does not enter the cache key (where output goes, how fast it runs)."""
+    return field(default=default, metadata={"key": False}, **kw)
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Stage 1: backbone features, one vector per window (METHOD.md, Stage 1)."""
+
+    dataset: str = "synthetic"          # registry name, case-insensitive (pipeline.datasets)
+    root: str | None = _nokey(None)     # dataset folder; moving it must not invalidate caches
+    dataset_options: dict = field(default_factory=dict)  # dataset-specific, e.g. {"strict": False}
+    backbone: str = "i3d_r50"           # registry name (pipeline.backbones); Kinetics-400 weights
+    weights: str = "hub"                # "hub" (pretrained), a checkpoint path, or "none" (random)
+    layer: str = "logits"               # the authors use the 400-d Kinetics logits
+    stream: str = "rgb"                 # "rgb" frames, or "flow" (optical flow of the frames)
+    flow: str = "tvl1"                  # flow method when stream="flow": tvl1 (authors), dis, farneback
+    pool: str = "mean"                  # temporal pooling of the layer: "mean" or "max"
+    lengths: tuple = (24, 32, 48, 64)   # subsequence lengths L (frames); HMDB51 preset
+    strides: tuple = (6, 8, 8, 8)       # window stride S per length (frames)
+    steps: tuple = ((1, 2, 3, 4),) * 4  # frame steps (sampling rates) s per length
+    size: int = 0                       # short side in px; 0 = the backbone's training size
+    crop: bool = True                   # centre-crop to size x size, as the backbones were trained
+    seed: int = 0                       # seeds random initialisation when weights="none"
+    batch_size: int = _nokey(8)         # windows per forward pass; memory, not results
+    device: str = _nokey("auto")        # "auto" (CUDA when present), "cpu" or "cuda[:k]"
+    cache_root: str = _nokey("cache")   # where every stage writes
+
+    def __post_init__(self):
+        norm = lambda v: tuple(v) if isinstance(v, (list, tuple)) else (v,)  # noqa: E731
+        lengths = norm(self.lengths)
+        strides = norm(self.strides)
+        if len(strides) == 1:
+            strides *= len(lengths)
+        steps = tuple(norm(s) for s in norm(self.steps)) if self.steps else ()
+        if steps and all(isinstance(s, int) for s in norm(self.steps)):
+            steps = (norm(self.steps),) * len(lengths)      # one step list for every length
+        if len(steps) == 1:
+            steps *= len(lengths)
+        object.__setattr__(self, "lengths", lengths)
+        object.__setattr__(self, "strides", strides)
+        object.__setattr__(self, "steps", steps)
+        if not lengths:
+            raise ValueError("lengths=(): at least one subsequence length is needed")
+        if len(strides) != len(lengths) or len(steps) != len(lengths):
+            raise ValueError(f"strides={strides} and steps={steps} must give one entry per "
+                             f"length in lengths={lengths} (or a single entry for all)")
+        for name, values in (("lengths", lengths), ("strides", strides),
+                             ("steps", tuple(s for group in steps for s in group))):
+            for v in values:
+                if not isinstance(v, int) or v < 1:
+                    raise ValueError(f"{name}={values}: every entry must be an integer >= 1")
+        if self.stream not in ("rgb", "flow"):
+            raise ValueError(f"stream={self.stream!r}: choose 'rgb' or 'flow'")
+        from pipeline.flow import FLOW_METHODS
+        if self.flow not in FLOW_METHODS:
+            raise ValueError(f"flow={self.flow!r}: choose one of {sorted(FLOW_METHODS)}")
+        if self.pool not in ("mean", "max"):
+            raise ValueError(f"pool={self.pool!r}: choose 'mean' or 'max'")
+        if self.size < 0 or self.batch_size < 1:
+            raise ValueError(f"size={self.size}, batch_size={self.batch_size}: need size >= 0 "
+                             f"and batch_size >= 1")
+
+    def groups(self) -> list[tuple[int, int, int]]:
+        """(length, stride, step) for every window group, in a fixed order."""
+        return [(L, S, s) for L, S, steps in zip(self.lengths, self.strides, self.steps)
+                for s in steps]
+
+
+@dataclass(frozen=True)
+class DescriptorConfig:
+    """Stage 2: count sketch + high-order pooling + EPN per video (METHOD.md, Stage 2)."""
+
+    sketch_dim: int = 256               # d' per part; SO packs d'(d'+1)/2 = 32896 values
+    sketch_seed: int = 0                # seeds h and s of the count sketch
+    order: int = 2                      # 2 = second-order (SO), 3 = third-order (TO)
+    epn: str = "maxexp"                 # none, gamma, maxexp, asinhe, sigme, hdp
+    epn_params: dict = field(default_factory=dict)  # e.g. {"eta": "N"} (MaxExp default)
+    spectrum_norm: str = "sum"          # "sum" (supplement), "kappa" (slides) or "none"
+    center: bool = False                # False: auto-correlation (mu = 0), True: covariance
+
+    def __post_init__(self):
+        if self.order not in (2, 3):
+            raise ValueError(f"order={self.order}: choose 2 (SO) or 3 (TO)")
+        if self.sketch_dim < 1:
+            raise ValueError(f"sketch_dim={self.sketch_dim} must be >= 1")
+        from pipeline.epn import make_epn     # validates name and parameters with clear errors
+        make_epn(self.epn, **self.epn_params)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Evaluation: a head trained per split on the cached descriptors."""
+
+    head: str = "svm"                   # linear SVM, the authors' classifier
+    C: float = 1.0                      # SVM regularisation (descriptors are l2-normalised)
+
+    def __post_init__(self):
+        if self.head not in ("svm",):
+            raise ValueError(f"head={self.head!r}: choose one of ['svm']")
+        if self.C <= 0:
+            raise ValueError(f"C={self.C} must be > 0")
+
+
+# Window presets from the authors' preprocessing code (METHOD.md); UCF101 follows HMDB51 (ours).
+_HMDB = dict(lengths=(24, 32, 48, 64), strides=(6, 8, 8, 8), steps=((1, 2, 3, 4),) * 4)
+PRESETS: dict[str, dict[str, Any]] = {
+    "hmdb51": _HMDB,
+    "ucf101": _HMDB,
+    "yup": dict(lengths=(48, 64, 80, 96), strides=(16,), steps=((1, 2, 3), (1, 2), (1, 2), (1,))),
+    "mpii_cooking": dict(lengths=(48, 64, 80, 96), strides=(24,),
+                         steps=((1, 2, 3), (1, 2, 3), (1, 2), (1,))),
+    # The demo (ours): 48-frame videos, one length at two rates, the flow stream at 112 px with
+    # fast DIS flow. Random-weight RGB features carry no motion direction (measured: chance);
+    # flow does, through the Inception I3D flow network, even with random weights.
+    "synthetic": dict(lengths=(16,), strides=(8,), steps=((1, 2),), backbone="inception_i3d_flow",
+                      stream="flow", flow="dis", layer="mixed_5c", size=112),
+}
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is tuple:
+        return isinstance(value, (tuple, list, int))
+    return isinstance(value, origin or annotation)
+
+
+def _parse_value(text: str) -> Any:
+    """`ast.literal_eval`, with bare words (x3d_xs, /data/hmdb51) taken as strings."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_overrides(argv: list[str], *classes: type) -> list[Any]:
+    """Build one instance of each config class from `key=value` tokens.
+
+    Dataset presets (PRESETS[dataset]) are applied first, then the user's values. An unknown key,
+    a malformed token or a wrong type raises ValueError naming the key and the allowed values.
+    """
+    fields = {f.name: (cls, f) for cls in classes for f in dataclasses.fields(cls)}
+    given: dict[str, Any] = {}
+    for token in argv:
+        key, sep, text = token.partition("=")
+        if not sep or not key:
+            raise ValueError(f"argument {token!r} is not of the form key=value")
+        if key not in fields:
+            raise ValueError(f"unknown key {key!r}; allowed keys: {', '.join(sorted(fields))}")
+        value = _parse_value(text)
+        hints = typing.get_type_hints(fields[key][0])
+        if not _type_ok(value, hints[key]):
+            raise ValueError(f"{key}={text!r}: expected {hints[key]}, got {type(value).__name__}")
+        given[key] = value
+    dataset = str(given.get("dataset", ExtractConfig.dataset)).lower()
+    preset = {k: v for k, v in PRESETS.get(dataset, {}).items() if k in fields}
+    values = {**preset, **given}
+    if "dataset" in fields:
+        values["dataset"] = dataset
+    return [cls(**{k: v for k, v in values.items() if fields[k][0] is cls}) for cls in classes]
+
+
+def key_params(config: Any) -> dict[str, Any]:
+    """The fields of a config that change its stage's output (cache-key material)."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+            if f.metadata.get("key", True)}

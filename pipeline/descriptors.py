@@ -1,0 +1,128 @@
+"""The stage-2 engine: per video, stack the window features of all (L, s) groups, count-sketch
+them, l2-normalise each window, pool into an SO/TO tensor with EPN and store its unique entries.
+
+Output: `items/<id>.h5` (dataset "descriptor" (n_unique,)), `sketch.h5` (h, s of the sketch) and
+the consolidated view `descriptors.h5` (ids (n,), descriptors (n, n_unique)), built last.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.cache import (StageError, StageResult, atomic_path, canonical, complete_manifest, item_path,
+                            read_manifest, run_items, stage_dir, stage_key, stage_lock)
+from pipeline.config import DescriptorConfig, ExtractConfig, key_params
+from pipeline.sketch import CountSketch
+from pipeline.tensor_pool import hot_descriptor, n_unique
+
+log = logging.getLogger(__name__)
+STAGE, STAGE_VERSION = "descriptors", 1
+VIEW = "descriptors.h5"
+
+
+def find_features(ecfg: ExtractConfig) -> Path:
+    """The complete stage-1 folder for `ecfg` (without rebuilding the backbone or hashing weights).
+
+    Looked up by the configuration recorded in the manifests of the dataset's feature folders.
+    """
+    wanted = canonical(key_params(ecfg))
+    base = Path(ecfg.cache_root) / "features" / ecfg.dataset
+    matches = []
+    for manifest_path in sorted(base.glob("*/manifest.json")):
+        manifest = read_manifest(manifest_path.parent)
+        recorded = {k: manifest["config"].get(k) for k in wanted}
+        if recorded == wanted:
+            matches.append(manifest_path.parent)
+    complete = [m for m in matches if complete_manifest(m)]
+    if not complete:
+        state = "incomplete (failures listed in its manifest)" if matches else "not found"
+        raise StageError(f"stage-1 features for this configuration are {state} under {base}; "
+                         f"run `make extract` with the same settings first")
+    if len(complete) > 1:
+        log.warning("several feature folders match (different weights files?): using %s", complete[-1])
+    return complete[-1]
+
+
+def descriptors_dir(ecfg: ExtractConfig, cfg: DescriptorConfig) -> tuple[Path, Path, list[str]]:
+    """(this stage's folder, the stage-1 folder it reads, the item ids)."""
+    upstream = find_features(ecfg)
+    ids = sorted(read_ids(upstream))
+    key = stage_key(STAGE, STAGE_VERSION, key_params(cfg), upstream=[upstream.name], ids=ids)
+    slug = f"{'so' if cfg.order == 2 else 'to'}-{cfg.epn}-d{cfg.sketch_dim}"
+    return stage_dir(ecfg.cache_root, STAGE, ecfg.dataset, slug, key), upstream, ids
+
+
+def read_windows(path: Path) -> np.ndarray:
+    """All window features of an item, groups in file order: (N, D) float64."""
+    with h5py.File(path, "r") as f:
+        return np.concatenate([f[name][()] for name in f.keys()]).astype(np.float64)
+
+
+def descriptor_of(phi: np.ndarray, sketch: CountSketch, cfg: DescriptorConfig) -> np.ndarray:
+    """phi (N, D) window features -> packed EPN tensor (n_unique(d', order),) float32."""
+    psi = sketch.transform(phi)
+    psi /= np.maximum(np.linalg.norm(psi, axis=1, keepdims=True), 1e-12)
+    return hot_descriptor(psi, order=cfg.order, epn=cfg.epn, epn_params=cfg.epn_params,
+                          spectrum_norm=cfg.spectrum_norm, center=cfg.center).astype(np.float32)
+
+
+def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig) -> StageResult:
+    """Run stage 2 over the complete stage-1 cache of `ecfg`; resumable, a no-op when complete."""
+    folder, upstream, ids = descriptors_dir(ecfg, cfg)
+    up_manifest = read_manifest(upstream)
+    if complete_manifest(folder) and (folder / VIEW).is_file():
+        log.info("descriptors already complete: %s", folder)
+        return StageResult(folder, len(ids), 0, {}, skipped_run=True)
+    with h5py.File(item_path(upstream, ids[0]), "r") as f:
+        in_dim = f[next(iter(f.keys()))].shape[1]
+    sketch = CountSketch(in_dim, cfg.sketch_dim, cfg.sketch_seed)
+
+    def process(item_id: str, out: Path) -> None:
+        desc = descriptor_of(read_windows(item_path(upstream, item_id)), sketch, cfg)
+        with h5py.File(out, "w") as f:
+            f.create_dataset("descriptor", data=desc)
+            f.attrs.update(id=item_id, complete=True)
+
+    manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "upstream": str(upstream),
+                "upstream_config": up_manifest["config"], "in_dim": in_dim,
+                "n_unique": n_unique(cfg.sketch_dim, cfg.order)}
+    with stage_lock(folder):
+        with atomic_path(folder / "sketch.h5") as tmp, h5py.File(tmp, "w") as f:
+            for name, value in sketch.state().items():
+                f.create_dataset(name, data=value)
+        result = run_items(folder, ids, process, manifest=manifest,
+                           required=lambda f: "descriptor" in f,
+                           progress=lambda xs: tqdm(xs, desc="descriptors", unit="video", disable=None))
+        if result.ok:
+            write_view(folder, ids, cfg)
+    return result
+
+
+def read_ids(folder: Path) -> list[str]:
+    """Ids of the items a stage folder holds (from its item files)."""
+    items = folder / "items"
+    return [str(p.relative_to(items))[: -len(".h5")] for p in items.rglob("*.h5")]
+
+
+def write_view(folder: Path, ids: list[str], cfg: DescriptorConfig) -> None:
+    """Consolidate the item files into one `descriptors.h5`, atomically."""
+    with atomic_path(folder / VIEW) as tmp, h5py.File(tmp, "w") as out:
+        data = out.create_dataset("descriptors", (len(ids), n_unique(cfg.sketch_dim, cfg.order)),
+                                  dtype=np.float32)
+        for row, item_id in enumerate(ids):
+            with h5py.File(item_path(folder, item_id), "r") as f:
+                data[row] = f["descriptor"][()]
+        out.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
+        out.attrs.update(order=cfg.order, d=cfg.sketch_dim,
+                         packing="unique entries i<=j(<=k), raw (see tensor_pool.pack)")
+
+
+def load_view(folder: Path) -> tuple[list[str], np.ndarray, dict]:
+    """(ids, descriptors (n, n_unique), attrs) of a complete descriptors folder."""
+    with h5py.File(folder / VIEW, "r") as f:
+        return [s.decode() if isinstance(s, bytes) else s for s in f["ids"][()]], \
+            f["descriptors"][()], dict(f.attrs)

@@ -1,0 +1,175 @@
+"""Decoding and window sampling: the index arithmetic of METHOD.md (pure functions) and a
+streaming cutter that decodes each video once and yields every (L, s) window from those frames.
+
+Memory is bounded by the longest window span, not by the video's length.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class VideoError(RuntimeError):
+    """A video cannot be decoded as asked; the message names the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowGroup:
+    """Windows of `length` frames taken every `step` frames, starting every `stride` frames."""
+
+    length: int
+    stride: int
+    step: int
+
+    @property
+    def span(self) -> int:
+        """Frames covered by one window: (L - 1) * s + 1."""
+        return (self.length - 1) * self.step + 1
+
+    @property
+    def name(self) -> str:
+        return f"L{self.length}_s{self.step}"
+
+
+def window_starts(num_frames: int, group: WindowGroup) -> np.ndarray:
+    """Start frames (W,) of the windows of a video of `num_frames` frames (METHOD.md, Stage 1).
+
+    Starts are 0, S, 2S, ... while start + span <= F; if the last window does not reach the final
+    frame, one more starts at F - span. A video shorter than one span has one window at 0.
+    """
+    if num_frames < 1:
+        raise ValueError(f"num_frames={num_frames}: a video needs at least one frame")
+    if num_frames < group.span:
+        return np.zeros(1, dtype=np.int64)
+    starts = np.arange(0, num_frames - group.span + 1, group.stride, dtype=np.int64)
+    if starts[-1] + group.span < num_frames:
+        starts = np.append(starts, num_frames - group.span)
+    return starts
+
+
+def window_frames(num_frames: int, group: WindowGroup, start: int) -> np.ndarray:
+    """Frame indices (L,) of the window at `start`.
+
+    A video shorter than one span uses all its frames, evenly spaced over L positions
+    (repeating frames when F < L; deterministic, where the authors repeat at random) (ours).
+    """
+    if num_frames < group.span:
+        return np.round(np.linspace(0, num_frames - 1, group.length)).astype(np.int64)
+    return start + group.step * np.arange(group.length, dtype=np.int64)
+
+
+def window_indices(num_frames: int, group: WindowGroup) -> tuple[np.ndarray, np.ndarray]:
+    """(starts (W,), frame indices (W, L)) of every window of a group."""
+    starts = window_starts(num_frames, group)
+    return starts, np.stack([window_frames(num_frames, group, int(s)) for s in starts])
+
+
+def cut_windows(frames: Iterable[np.ndarray], groups: list[WindowGroup]
+                ) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Stream (group index, start, clip (L, H, W, C)) for every window of every group.
+
+    Consumes `frames` once. Regular windows are yielded as soon as their last frame arrives;
+    tail and short-video windows once the stream ends and the true frame count is known, so a
+    container whose frame-count metadata lies cannot shift the windows. Frames are kept in a
+    ring of the longest span. Yields exactly the windows of `window_indices`.
+    """
+    max_span = max(g.span for g in groups)
+    ring: dict[int, np.ndarray] = {}
+    next_start = [0] * len(groups)
+    count = 0
+    for f, frame in enumerate(frames):
+        ring[f] = frame
+        ring.pop(f - max_span, None)
+        count = f + 1
+        for gi, g in enumerate(groups):
+            start = next_start[gi]
+            if start + g.span - 1 == f:
+                yield gi, start, np.stack([ring[start + j * g.step] for j in range(g.length)])
+                next_start[gi] = start + g.stride
+    if count == 0:
+        raise VideoError("no frames could be decoded")
+    for gi, g in enumerate(groups):
+        starts = window_starts(count, g)
+        emitted = next_start[gi] // g.stride if count >= g.span else 0
+        for start in starts[emitted:]:
+            idx = window_frames(count, g, int(start))
+            yield gi, int(start), np.stack([ring[int(i)] for i in idx])
+
+
+def resize_short_side(frame: np.ndarray, size: int, crop: bool) -> np.ndarray:
+    """Resize so the short side is `size` px (area filter when shrinking); centre-crop if asked."""
+    h, w = frame.shape[:2]
+    if size and min(h, w) != size:
+        scale = size / min(h, w)
+        new = (max(size, round(w * scale)), max(size, round(h * scale)))
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        frame = cv2.resize(frame, new, interpolation=interp)
+        h, w = frame.shape[:2]
+    if size and crop:
+        y, x = (h - size) // 2, (w - size) // 2
+        frame = frame[y:y + size, x:x + size]
+    return frame
+
+
+class VideoReader:
+    """Sequential RGB frames of a video (or of its [start, end) range) via OpenCV.
+
+    `decoded` counts frames pulled from the decoder, for the decode-once benchmark.
+    """
+
+    def __init__(self, path: str | Path, *, frames: tuple[int, int] | None = None,
+                 size: int = 0, crop: bool = False):
+        self.path, self.range, self.size, self.crop = Path(path), frames, size, crop
+        self.decoded = 0
+
+    def _open(self) -> cv2.VideoCapture:
+        if not self.path.is_file():
+            raise VideoError(f"{self.path}: no such file")
+        if self.path.stat().st_size == 0:
+            raise VideoError(f"{self.path}: empty file (0 bytes)")
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            raise VideoError(f"{self.path}: cannot be opened as a video (corrupt, not a video, "
+                             f"or a codec this OpenCV build lacks)")
+        return cap
+
+    def metadata(self) -> dict:
+        cap = self._open()
+        try:
+            return {"frame_count": int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
+                    "fps": float(cap.get(cv2.CAP_PROP_FPS)),
+                    "width": int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                    "height": int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))}
+        finally:
+            cap.release()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        cap = self._open()
+        try:
+            start, end = self.range if self.range is not None else (0, None)
+            if start:
+                # Grab up to the range start: exact for every codec, unlike seeking.
+                for skipped in range(start):
+                    if not cap.grab():
+                        raise VideoError(f"{self.path}: frame range starts at {start} but the "
+                                         f"video ends after {skipped} frames")
+            f = start
+            while end is None or f < end:
+                ok, frame = cap.read()
+                if not ok:
+                    if end is not None:
+                        raise VideoError(f"{self.path}: frame range [{start}, {end}) passes the "
+                                         f"end of the video ({f} frames)")
+                    break
+                self.decoded += 1
+                f += 1
+                yield resize_short_side(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), self.size, self.crop)
+        finally:
+            cap.release()

@@ -1,0 +1,27 @@
+"""Evaluation from the command line: `python -m stages.evaluate` with the settings of the two
+stages before it plus head settings; prints the results table."""
+from __future__ import annotations
+
+import logging
+import sys
+
+from pipeline.config import DescriptorConfig, EvaluateConfig, ExtractConfig
+from pipeline.evaluate import evaluate
+from stages.common import EXIT_OK, run
+
+log = logging.getLogger("stages")
+
+
+def _body(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig) -> int:
+    folder, results = evaluate(ecfg, dcfg, vcfg)
+    log.info("evaluate: %s (results.json, results.md)", folder)
+    print((folder / "results.md").read_text(), end="")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(argv, (ExtractConfig, DescriptorConfig, EvaluateConfig), _body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

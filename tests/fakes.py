@@ -1,0 +1,46 @@
+"""Test doubles: a counting fake backbone registered as "fake_counting" (cheap, deterministic).
+
+Importing this module registers it; with FAKE_KILL_AT=k in the environment the k-th extracted
+item SIGKILLs the process after writing its temporary file (a crash mid-run).
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+import torch
+
+from pipeline import features
+from pipeline.backbones import BACKBONES, Backbone, InputSpec, WeightsInfo, register
+
+
+class CountingBackbone(Backbone):
+    """Features = per-channel spatial mean and std of each frame: (B, 6, T, 1, 1)."""
+
+    spec = InputSpec(channels=3, size=32, min_frames=1)
+    layers = {"stats": "per-frame channel means and standard deviations"}
+    calls = 0          # forward passes, over all instances
+    windows = 0        # windows seen
+
+    def forward(self, x: torch.Tensor, layer: str = "stats") -> torch.Tensor:
+        self.check_layer(layer)
+        type(self).calls += 1
+        type(self).windows += x.shape[0]
+        stats = torch.cat([x.mean(dim=(3, 4)), x.std(dim=(3, 4))], dim=1)
+        return stats[..., None, None]
+
+
+if "fake_counting" not in BACKBONES:
+    register("fake_counting")(lambda *, weights, seed: (CountingBackbone(), WeightsInfo("none", seed=seed)))
+
+if os.environ.get("FAKE_KILL_AT"):
+    _kill_at, _seen = int(os.environ["FAKE_KILL_AT"]), [0]
+    _original = features.extract_item
+
+    def _killing_extract_item(*args, **kwargs):
+        _original(*args, **kwargs)
+        _seen[0] += 1
+        if _seen[0] == _kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    features.extract_item = _killing_extract_item
