@@ -153,7 +153,10 @@ def run_items(folder: Path, ids: list[str], process: Callable[[str, Path], None]
     pending = [i for i in ids if not h5_valid(item_path(folder, i), required)]
     log.info("%s: %d of %d items to compute", folder, len(pending), len(ids))
     failures: dict[str, str] = {}
-    for item_id in progress(pending):
+    every = max(1, len(pending) // 10)
+    for n, item_id in enumerate(progress(pending), 1):
+        if n % every == 0:
+            log.info("%s: %d/%d", folder.name, n, len(pending))     # for logs without a terminal
         try:
             with atomic_path(item_path(folder, item_id)) as tmp:
                 process(item_id, tmp)

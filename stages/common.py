@@ -5,27 +5,32 @@ import logging
 import sys
 from typing import Any, Callable
 
-from pipeline.config import parse_overrides
+from pipeline.config import DescriptorConfig, EvaluateConfig, ExtractConfig, parse_overrides
 
 log = logging.getLogger("stages")
 EXIT_OK, EXIT_FAILED_ITEMS, EXIT_USAGE = 0, 1, 2
+# Every stage accepts every stage's keys (one ARGS for all `make` targets) and uses its own
+# and its upstream stages' configs: stage k gets the first k.
+CONFIGS = (ExtractConfig, DescriptorConfig, EvaluateConfig)
 
 
-def run(argv: list[str] | None, configs: tuple[type, ...], body: Callable[..., int]) -> int:
-    """Parse `argv` into `configs`, call `body(*configs) -> exit code`; errors become messages."""
+def run(argv: list[str] | None, uses: int, body: Callable[..., int]) -> int:
+    """Parse `argv` into all CONFIGS, call `body(*first `uses` configs) -> exit code`;
+    errors become log messages and a non-zero exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("fvcore").setLevel(logging.WARNING)
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
-        for cls in configs:
+        for cls in CONFIGS[:uses]:
             print(f"{cls.__name__}: {cls.__doc__}")
             for name, field in cls.__dataclass_fields__.items():
                 print(f"  {name}={field.default!r}" if not callable(field.default_factory)
                       else f"  {name}={field.default_factory()!r}")
         return EXIT_OK
     try:
-        parsed: list[Any] = parse_overrides(argv, *configs)
+        parsed: list[Any] = parse_overrides(argv, *CONFIGS)[:uses]
     except ValueError as exc:
         log.error("%s", exc)
         return EXIT_USAGE

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.config import DescriptorConfig, ExtractConfig
 from pipeline.descriptors import compute_descriptors
 from stages.common import report, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(argv, (ExtractConfig, DescriptorConfig),
+    return run(argv, 2,
                lambda ecfg, dcfg: report("descriptors", compute_descriptors(ecfg, dcfg)))
 
 

@@ -20,7 +20,7 @@ def _body(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(argv, (ExtractConfig, DescriptorConfig, EvaluateConfig), _body)
+    return run(argv, 3, _body)
 
 
 if __name__ == "__main__":

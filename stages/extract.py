@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.config import ExtractConfig
 from pipeline.features import extract_features
 from stages.common import report, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(argv, (ExtractConfig,), lambda cfg: report("extract", extract_features(cfg)))
+    return run(argv, 1, lambda cfg: report("extract", extract_features(cfg)))
 
 
 if __name__ == "__main__":
