@@ -4,10 +4,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.datasets.base import TEST, TRAIN, Dataset, DatasetError, Item
+from pipeline.datasets.folder import FolderDataset
+from pipeline.datasets.hmdb51 import HMDB51
+from pipeline.datasets.mpii_cooking import MPIICooking
 from pipeline.datasets.synthetic import SyntheticDataset
+from pipeline.datasets.ucf101 import UCF101
+from pipeline.datasets.yup import YUPPlusPlus
 
 DATASETS: dict[str, type[Dataset]] = {
     "synthetic": SyntheticDataset,
+    "hmdb51": HMDB51,
+    "ucf101": UCF101,
+    "yup": YUPPlusPlus,
+    "yup++": YUPPlusPlus,
+    "mpii_cooking": MPIICooking,
+    "folder": FolderDataset,
 }
 
 
