@@ -115,6 +115,7 @@ def fetch_hub_checkpoint(url: str) -> Path:
     if target.is_file():
         return target
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(url, str(target.with_suffix(target.suffix + ".part")),
                                        progress=False)
         os.replace(target.with_suffix(target.suffix + ".part"), target)

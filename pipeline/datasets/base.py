@@ -6,7 +6,8 @@ registers itself in `pipeline.datasets.DATASETS`.
 from __future__ import annotations
 
 import dataclasses
-from abc import ABC, abstractmethod
+import inspect
+from abc import ABC
 from pathlib import Path
 
 TRAIN, TEST = "train", "test"
@@ -41,34 +42,50 @@ class Item:
 class Dataset(ABC):
     """A collection of items with named classes and official train/test splits.
 
-    Subclasses set `name` and `metric` ("accuracy" or "map") and implement `classes`,
-    `items` and `splits`. Construction checks the layout and raises `DatasetError`.
+    Subclasses set `name`, `metric` ("accuracy" or "map") and `layout`, and either fill
+    `_classes`, `_items` and `_splits` while parsing or override `classes`, `items` and `splits`.
+    Construction checks the layout and raises `DatasetError`.
     """
 
     name: str = ""
     metric: str = "accuracy"
     layout: str = ""          # one line: what `root` must hold, shown in errors
 
+    generated: bool = False   # True: builds itself under <cache_root>/data/<name> when root=None
+
     @classmethod
     def from_root(cls, root: Path | None, *, cache_root: str = "cache", **options) -> "Dataset":
-        """Build from `root`; datasets that generate themselves (under cache_root) accept None."""
+        """Build from `root` with dataset-specific `options`; an unknown option is an error
+        that lists the known ones. Generated datasets default to a folder under cache_root."""
+        allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "root")]
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise DatasetError(f"dataset={cls.name}: unknown option(s) {unknown}; "
+                               f"{cls.name} takes {allowed}")
         if root is None:
-            raise DatasetError(f"dataset={cls.name}: root= is required: the folder that holds "
-                               f"{cls.layout}")
+            if not cls.generated:
+                raise DatasetError(f"dataset={cls.name}: root= is required: the folder that holds "
+                                   f"{cls.layout}")
+            root = Path(cache_root) / "data" / cls.name
         return cls(Path(root).expanduser(), **options)
 
+    # Parsing datasets fill _classes, _items and _splits in __init__; others override these.
+    _classes: tuple[str, ...] = ()
+    _items: list[Item] = []
+    _splits: dict[str, dict[str, str]] = {}
+
     @property
-    @abstractmethod
     def classes(self) -> tuple[str, ...]:
         """Class names; an item's labels index into this tuple."""
+        return self._classes
 
-    @abstractmethod
     def items(self) -> list[Item]:
         """Every item of the dataset, in a deterministic order."""
+        return list(self._items)
 
-    @abstractmethod
     def splits(self) -> dict[str, dict[str, str]]:
         """Split name (e.g. "sp1") -> {item id: "train" | "test"}; unused items are absent."""
+        return {name: dict(assign) for name, assign in self._splits.items()}
 
     def describe(self) -> str:
         """One line for logs: name, counts of items, classes and splits."""

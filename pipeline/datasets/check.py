@@ -70,21 +70,6 @@ class Problems:
         return reasons
 
 
-class KnownOptions:
-    """Mixin for Dataset subclasses: `from_root` rejects an unknown option by name, listing the
-    options the dataset takes (instead of a bare TypeError)."""
-
-    @classmethod
-    def from_root(cls, root, **options):
-        params = inspect.signature(cls.__init__).parameters
-        allowed = [p for p in params if p not in ("self", "root")]
-        unknown = sorted(set(options) - set(allowed))
-        if unknown:
-            raise DatasetError(f"dataset={cls.name}: unknown option(s) {unknown}; "
-                               f"{cls.name} takes {allowed}")
-        return super().from_root(root, **options)
-
-
 def at(path: Path, line: int | None = None) -> str:
     """'path:line' (or 'path') for messages."""
     return f"{path}:{line}" if line is not None else str(path)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.datasets.base import TEST, TRAIN, Dataset, DatasetError, Item
-from pipeline.datasets.check import (VIDEO_EXTENSIONS, KnownOptions, Problems, at, check_relpath,
+from pipeline.datasets.check import (VIDEO_EXTENSIONS, Problems, at, check_relpath,
                                      find_path, is_video, read_lines, require_dir, warn_unlisted)
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def stratified_split(ids_by_class: dict[str, list[str]], *, test_fraction: float
     return assign
 
 
-class FolderDataset(KnownOptions, Dataset):
+class FolderDataset(Dataset):
     """A folder-per-class tree. Options: strict (False: skip bad CSV rows with a count), split_csv
     (a CSV of `path,split` rows, path relative to root, split train|test; an optional header
     `path,split`), test_fraction and seed (the stratified split used without split_csv),
@@ -144,13 +144,3 @@ class FolderDataset(KnownOptions, Dataset):
                 continue
             assign[vid] = ROLES[fields[1].lower()]
         return assign
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self._classes
-
-    def items(self) -> list[Item]:
-        return list(self._items)
-
-    def splits(self) -> dict[str, dict[str, str]]:
-        return {name: dict(assign) for name, assign in self._splits.items()}

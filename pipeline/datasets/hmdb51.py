@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from pipeline.datasets.base import TEST, TRAIN, Dataset, DatasetError, Item
-from pipeline.datasets.check import (KnownOptions, Problems, at, check_name, find_path, read_lines,
+from pipeline.datasets.check import (Problems, at, check_name, find_path, read_lines,
                                      require_dir, scan_classes, warn_unlisted)
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ ROLES = {"0": None, "1": TRAIN, "2": TEST}       # None: listed but unused in th
 FIX = "fix or remove the line, or restore the file from test_train_splits.rar"
 
 
-class HMDB51(KnownOptions, Dataset):
+class HMDB51(Dataset):
     """HMDB51.
 
     Layout (LAYOUTS.md has the full description):
@@ -168,13 +168,3 @@ class HMDB51(KnownOptions, Dataset):
             listed.add(vid)
             if ROLES[code] is not None:
                 split[vid] = ROLES[code]
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self._classes
-
-    def items(self) -> list[Item]:
-        return list(self._items)
-
-    def splits(self) -> dict[str, dict[str, str]]:
-        return {name: dict(assign) for name, assign in self._splits.items()}

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from pipeline.datasets.base import TEST, TRAIN, Dataset, DatasetError, Item
-from pipeline.datasets.check import (VIDEO_EXTENSIONS, KnownOptions, Problems, at, check_name,
+from pipeline.datasets.check import (VIDEO_EXTENSIONS, Problems, at, check_name,
                                      find_path, list_videos, parse_int, read_lines, require_dir,
                                      warn_unlisted)
 
@@ -24,7 +24,7 @@ FIELDS = "subject, file name, start frame, end frame, category id, category name
 FIX = f"fix the row (fields: {FIELDS}) or restore {ANNOTATIONS} from the official archive"
 
 
-class MPIICooking(KnownOptions, Dataset):
+class MPIICooking(Dataset):
     """MPII Cooking Activities.
 
     Layout (LAYOUTS.md has the full description):

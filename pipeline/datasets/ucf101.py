@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from pipeline.datasets.base import TEST, TRAIN, Dataset, DatasetError, Item
-from pipeline.datasets.check import (KnownOptions, Problems, at, check_name, check_relpath,
+from pipeline.datasets.check import (Problems, at, check_name, check_relpath,
                                      find_path, parse_int, read_lines, require_dir, scan_classes,
                                      warn_unlisted)
 
@@ -33,7 +33,7 @@ def _fold(names) -> dict[str, list[str]]:
     return folded
 
 
-class UCF101(KnownOptions, Dataset):
+class UCF101(Dataset):
     """UCF101.
 
     Layout (LAYOUTS.md has the full description):
@@ -173,13 +173,3 @@ class UCF101(KnownOptions, Dataset):
                 log.debug("%s: %s found on disk as %s/%s", self.name, where, folder, video)
             self._paths[vid] = (self.root / folder / video, self._class_index[cls])
             assign[vid] = role
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self._classes
-
-    def items(self) -> list[Item]:
-        return list(self._items)
-
-    def splits(self) -> dict[str, dict[str, str]]:
-        return {name: dict(assign) for name, assign in self._splits.items()}

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from pipeline.datasets.base import TEST, TRAIN, Dataset, DatasetError, Item
-from pipeline.datasets.check import (KnownOptions, Problems, at, check_relpath, find_path,
+from pipeline.datasets.check import (Problems, at, check_relpath, find_path,
                                      read_lines, require_dir, scan_classes, warn_unlisted)
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ SPLIT_FILE = "10_90_randsplit_1.txt"
 FIX = "fix the name or restore the video from the YUP++ archive, or remove the line"
 
 
-class YUPPlusPlus(KnownOptions, Dataset):
+class YUPPlusPlus(Dataset):
     """YUP++.
 
     Layout (LAYOUTS.md has the full description):
@@ -143,13 +143,3 @@ class YUPPlusPlus(KnownOptions, Dataset):
             return None, "wrong camera", (f"{name!r} is tagged {cam}_* but lies in "
                                           f"{CAMERAS[other]}; fix the tag")
         return None, "missing video", f"{name!r} is not in {self.root / CAMERAS[cam]}; {FIX}"
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self._classes
-
-    def items(self) -> list[Item]:
-        return list(self._items)
-
-    def splits(self) -> dict[str, dict[str, str]]:
-        return {name: dict(assign) for name, assign in self._splits.items()}
