@@ -150,16 +150,25 @@ class VideoReader:
         finally:
             cap.release()
 
+    def _seek(self, cap: cv2.VideoCapture, start: int) -> cv2.VideoCapture:
+        """Position `cap` at frame `start`: a frame-accurate seek (FFmpeg seeks to the keyframe
+        before and decodes forward) when the container reports it, else grabbing from the start."""
+        if cap.set(cv2.CAP_PROP_POS_FRAMES, start) and int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == start:
+            return cap
+        cap.release()
+        cap = self._open()
+        for skipped in range(start):
+            if not cap.grab():
+                raise VideoError(f"{self.path}: frame range starts at {start} but the video ends "
+                                 f"after {skipped} frames")
+        return cap
+
     def __iter__(self) -> Iterator[np.ndarray]:
         cap = self._open()
         try:
             start, end = self.range if self.range is not None else (0, None)
             if start:
-                # Grab up to the range start: exact for every codec, unlike seeking.
-                for skipped in range(start):
-                    if not cap.grab():
-                        raise VideoError(f"{self.path}: frame range starts at {start} but the "
-                                         f"video ends after {skipped} frames")
+                cap = self._seek(cap, start)
             f = start
             while end is None or f < end:
                 ok, frame = cap.read()

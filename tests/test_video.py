@@ -115,3 +115,16 @@ def test_real_clips_decode(shared_data):
         assert abs(reader.decoded - meta["frame_count"]) <= 2, (clip, meta)
         assert windows[0][2].shape == (8, 64, 64, 3)
         assert cv2.mean(windows[0][2][0])[0] >= 0
+
+
+def test_frame_range_of_a_long_lossy_video_matches_sequential_decoding(tmp_path):
+    from pipeline.datasets.synthetic import MOTIONS, render_video
+    video = render_video(MOTIONS["move_right"], np.random.default_rng(0), frames=120, size=32)
+    write_video(tmp_path / "long.mp4", video, fps=25, codec="mp4v")      # keyframes every few frames
+    sequential = np.stack(list(VideoReader(tmp_path / "long.mp4")))
+    for start, end in [(0, 3), (37, 45), (100, 120)]:
+        reader = VideoReader(tmp_path / "long.mp4", frames=(start, end))
+        np.testing.assert_array_equal(np.stack(list(reader)), sequential[start:end])
+        assert reader.decoded == end - start
+    with pytest.raises(VideoError, match=r"long.mp4: frame range (starts at 130|\[130, 140\))"):
+        list(VideoReader(tmp_path / "long.mp4", frames=(130, 140)))
