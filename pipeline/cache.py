@@ -95,10 +95,11 @@ def library_versions() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def stage_lock(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on a stage folder for the duration of a run."""
+def stage_lock(folder: Path, shard: tuple[int, int] = (1, 1)) -> Iterator[None]:
+    """Hold an exclusive lock on a stage folder (on one shard of it) for the duration of a run."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as fh:
+    name = ".lock" if shard == (1, 1) else f".lock-shard-{shard[0]}-of-{shard[1]}"
+    with open(folder / name, "w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -139,19 +140,32 @@ class StageResult:
         return not self.failures
 
 
+def shard_ids(ids: list[str], shard: tuple[int, int]) -> list[str]:
+    """The deterministic slice k of n (1-based) of `ids`: every n-th id from the k-th on."""
+    k, n = shard
+    return list(ids)[k - 1::n]
+
+
 def run_items(folder: Path, ids: list[str], process: Callable[[str, Path], None], *,
               manifest: dict, required: Callable[[h5py.File], bool] = lambda f: True,
-              progress: Callable[[Iterable], Iterable] = lambda x: x) -> StageResult:
+              progress: Callable[[Iterable], Iterable] = lambda x: x,
+              shard: tuple[int, int] = (1, 1)) -> StageResult:
     """The resumable loop shared by all stages.
 
-    For each id without a valid item file, `process(id, tmp_path)` writes the item to tmp_path
-    (an HDF5 file that must set attrs["complete"] = True); it is then renamed into place.
-    An exception fails that item only (recorded with its reason). The manifest is written last.
+    For each id of this shard without a valid item file, `process(id, tmp_path)` writes the item
+    to tmp_path (an HDF5 file that must set attrs["complete"] = True); it is then renamed into
+    place. An exception fails that item only (recorded with its reason). A shard (k, n) records
+    its failures in `manifest-shard-k-of-n.json`; the stage manifest is written last, by the run
+    that finds every item either done or failed.
     """
-    for stale in (folder / "items").rglob(".*.tmp-*"):   # left by a killed run (we hold the lock)
-        stale.unlink()
-    pending = [i for i in ids if not h5_valid(item_path(folder, i), required)]
-    log.info("%s: %d of %d items to compute", folder, len(pending), len(ids))
+    mine = shard_ids(ids, shard)
+    pending = [i for i in mine if not h5_valid(item_path(folder, i), required)]
+    for item_id in pending:                  # temporary files of a killed run of this shard
+        path = item_path(folder, item_id)
+        for stale in path.parent.glob(f".{path.name}.tmp-*"):
+            stale.unlink()
+    log.info("%s: %d of %d items to compute%s", folder, len(pending), len(ids),
+             f" (shard {shard[0]}/{shard[1]})" if shard != (1, 1) else "")
     failures: dict[str, str] = {}
     every = max(1, len(pending) // 10)
     for n, item_id in enumerate(progress(pending), 1):
@@ -163,11 +177,23 @@ def run_items(folder: Path, ids: list[str], process: Callable[[str, Path], None]
         except Exception as exc:  # noqa: BLE001 - one bad item never stops a run
             failures[item_id] = f"{type(exc).__name__}: {exc}"
             log.error("item %s failed: %s", item_id, failures[item_id])
-    done = len(ids) - len(failures)
-    write_json(folder / MANIFEST, {**manifest, "items": len(ids), "done": done,
-                                   "failures": failures, "versions": library_versions(),
-                                   "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    return StageResult(folder, done, len(pending) - len(failures), failures)
+    stamp = {"versions": library_versions(), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if shard != (1, 1):
+        write_json(folder / f"manifest-shard-{shard[0]}-of-{shard[1]}.json",
+                   {**manifest, "shard": shard, "items": len(mine), "failures": failures, **stamp})
+        for other in folder.glob("manifest-shard-*.json"):
+            failures = {**json.loads(other.read_text())["failures"], **failures}
+    missing = [i for i in ids if i not in failures and not h5_valid(item_path(folder, i), required)]
+    failures = {i: r for i, r in failures.items() if not h5_valid(item_path(folder, i), required)}
+    done = len(ids) - len(failures) - len(missing)
+    if not missing:
+        write_json(folder / MANIFEST, {**manifest, "items": len(ids), "done": done,
+                                       "failures": failures, **stamp})
+    else:
+        log.info("%d items belong to shards that have not finished; the manifest is written by "
+                 "the last shard", len(missing))
+    return StageResult(folder, done, len(pending) - len([i for i in pending if i in failures]),
+                       {i: r for i, r in failures.items() if i in mine})
 
 
 def complete_manifest(folder: Path) -> dict | None:

@@ -40,6 +40,7 @@ class ExtractConfig:
     crop: bool = True                   # centre-crop to size x size, as the backbones were trained
     seed: int = 0                       # seeds random initialisation when weights="none"
     batch_size: int = _nokey(8)         # windows per forward pass; memory, not results
+    shard: str = _nokey("1/1")          # "k/n": this run does every n-th video from the k-th
     device: str = _nokey("auto")        # "auto" (CUDA when present), "cpu" or "cuda[:k]"
     cache_root: str = _nokey("cache")   # where every stage writes
 
@@ -72,11 +73,18 @@ class ExtractConfig:
         from pipeline.flow import FLOW_METHODS
         if self.flow not in FLOW_METHODS:
             raise ValueError(f"flow={self.flow!r}: choose one of {sorted(FLOW_METHODS)}")
+        k, _, n = self.shard.partition("/")
+        if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+            raise ValueError(f"shard={self.shard!r}: expected 'k/n' with 1 <= k <= n, e.g. '2/8'")
         if self.pool not in ("mean", "max"):
             raise ValueError(f"pool={self.pool!r}: choose 'mean' or 'max'")
         if self.size < 0 or self.batch_size < 1:
             raise ValueError(f"size={self.size}, batch_size={self.batch_size}: need size >= 0 "
                              f"and batch_size >= 1")
+
+    def shard_tuple(self) -> tuple[int, int]:
+        k, n = self.shard.split("/")
+        return int(k), int(n)
 
     def groups(self) -> list[tuple[int, int, int]]:
         """(length, stride, step) for every window group, in a fixed order."""

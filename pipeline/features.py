@@ -136,7 +136,7 @@ def extract_features(cfg: ExtractConfig) -> StageResult:
 
     manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "weights": weights.as_dict(),
                 "groups": [g.name for g in groups], "input_size": size}
-    with stage_lock(folder):
-        return run_items(folder, list(items), process, manifest=manifest,
+    with stage_lock(folder, cfg.shard_tuple()):
+        return run_items(folder, list(items), process, manifest=manifest, shard=cfg.shard_tuple(),
                          required=lambda f: all(g.name in f for g in groups),
                          progress=lambda xs: tqdm(xs, desc="extract", unit="video", disable=None))

@@ -157,3 +157,19 @@ def test_checkpoint_path_loads_and_is_identified(tmp_path):
 def test_stage_cli_reports_bad_arguments(capsys, caplog):
     assert extract_stage.main(["bogus=1"]) == 2
     assert "unknown key 'bogus'" in caplog.text
+
+
+def test_shards_together_equal_the_single_run(tiny_args, tmp_path):
+    cfg, = parse_overrides(tiny_args, ExtractConfig)
+    reference = snapshot(extract_features(cfg).folder)
+    base = [a for a in tiny_args if not a.startswith("cache_root")] + [f"cache_root={str(tmp_path / 's')!r}"]
+    first, = parse_overrides(base + ["shard=1/2"], ExtractConfig)
+    r1 = extract_features(first)
+    assert r1.computed == 5 and not (r1.folder / "manifest.json").exists()
+    assert (r1.folder / "manifest-shard-1-of-2.json").is_file()
+    second, = parse_overrides(base + ["shard=2/2"], ExtractConfig)
+    r2 = extract_features(second)
+    assert r2.computed == 4 and r2.folder == r1.folder and (r2.folder / "manifest.json").is_file()
+    assert snapshot(r2.folder) == reference
+    with pytest.raises(ValueError, match="shard='3/2'"):
+        parse_overrides(base + ["shard=3/2"], ExtractConfig)
