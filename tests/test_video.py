@@ -128,3 +128,13 @@ def test_frame_range_of_a_long_lossy_video_matches_sequential_decoding(tmp_path)
         assert reader.decoded == end - start
     with pytest.raises(VideoError, match=r"long.mp4: frame range (starts at 130|\[130, 140\))"):
         list(VideoReader(tmp_path / "long.mp4", frames=(130, 140)))
+
+
+def test_each_frame_is_decoded_once_whatever_the_number_of_groups(tmp_path):
+    _write(tmp_path / "v.avi", np.zeros((40, 16, 16, 3), np.uint8))
+    for groups in ([WindowGroup(8, 4, 1)],
+                   [WindowGroup(L, 4, s) for L in (4, 8, 16) for s in (1, 2, 3)]):
+        reader = VideoReader(tmp_path / "v.avi")
+        n_windows = sum(1 for _ in cut_windows(reader, groups))
+        assert reader.decoded == 40
+        assert n_windows == sum(len(window_starts(40, g)) for g in groups)
