@@ -34,3 +34,18 @@ def test_mpii_segments_through_all_stages(tmp_path, caplog):
     assert results["metric"] == "map"
     assert sorted(results["scores"]) == ["mean", "s08", "s10", "s16", "s17", "s18", "s19", "s20"]
     assert all(0.0 <= v <= 1.0 for v in results["scores"].values())
+
+
+def test_check_dataset_reports_and_exits_non_zero_on_problems(tmp_path, capsys, caplog):
+    from stages import check_dataset
+    from tests.dataset_fixtures import make_small_hmdb
+    root = tmp_path / "hmdb51"
+    make_small_hmdb(root)
+    assert check_dataset.main(["dataset=HMDB51", f"root={str(root)!r}"]) == 0
+    assert "sp1" in capsys.readouterr().out
+    (root / "kick" / "kick_clip_0.avi").unlink()
+    assert check_dataset.main(["dataset=hmdb51", f"root={str(root)!r}"]) == 2
+    assert "kick_test_split1.txt:1" in caplog.text and "kick_clip_0.avi" in caplog.text
+    assert check_dataset.main(["dataset=hmdb51", f"root={str(root)!r}",
+                               "dataset_options={'strict': False}"]) == 0
+    assert "kick_clip_0.avi" in capsys.readouterr().out and "restore it" in caplog.text
