@@ -27,11 +27,13 @@ class ExtractConfig:
     dataset: str = "synthetic"          # registry name, case-insensitive (pipeline.datasets)
     root: str | None = _nokey(None)     # dataset folder; moving it must not invalidate caches
     dataset_options: dict = field(default_factory=dict)  # dataset-specific, e.g. {"strict": False}
-    backbone: str = "i3d_r50"           # registry name (pipeline.backbones); Kinetics-400 weights
+    streams: tuple = ("rgb",)           # ("rgb",), ("flow",) or ("rgb", "flow"): one decode for all
+    backbone: str = "i3d_r50"           # RGB stream (pipeline.backbones); Kinetics-400 weights
     weights: str = "hub"                # "hub" (pretrained), a checkpoint path, or "none" (random)
+    flow_backbone: str = "inception_i3d_flow"  # flow stream: the two-stream I3D of the authors
+    flow_weights: str | None = None     # None: as `weights` (hub/none); a path for a flow checkpoint
     layer: str = "logits"               # the authors use the 400-d Kinetics logits
-    stream: str = "rgb"                 # "rgb" frames, or "flow" (optical flow of the frames)
-    flow: str = "tvl1"                  # flow method when stream="flow": tvl1 (authors), dis, farneback
+    flow: str = "tvl1"                  # flow method: tvl1 (the I3D authors), dis (fast), farneback
     pool: str = "mean"                  # temporal pooling of the layer: "mean" or "max"
     lengths: tuple = (24, 32, 48, 64)   # subsequence lengths L (frames); HMDB51 preset
     strides: tuple = (6, 8, 8, 8)       # window stride S per length (frames)
@@ -68,8 +70,13 @@ class ExtractConfig:
             for v in values:
                 if not isinstance(v, int) or v < 1:
                     raise ValueError(f"{name}={values}: every entry must be an integer >= 1")
-        if self.stream not in ("rgb", "flow"):
-            raise ValueError(f"stream={self.stream!r}: choose 'rgb' or 'flow'")
+        streams = norm(self.streams)
+        object.__setattr__(self, "streams", streams)
+        if not streams or len(set(streams)) != len(streams) or not set(streams) <= {"rgb", "flow"}:
+            raise ValueError(f"streams={streams}: choose ('rgb',), ('flow',) or ('rgb', 'flow')")
+        if "flow" in streams and self.flow_weights is None and self.weights not in ("hub", "none"):
+            raise ValueError(f"weights={self.weights} is a file for the RGB backbone; give the flow "
+                             f"stream its own with flow_weights=/path/to/flow_checkpoint")
         from pipeline.flow import FLOW_METHODS
         if self.flow not in FLOW_METHODS:
             raise ValueError(f"flow={self.flow!r}: choose one of {sorted(FLOW_METHODS)}")
@@ -81,6 +88,12 @@ class ExtractConfig:
         if self.size < 0 or self.batch_size < 1:
             raise ValueError(f"size={self.size}, batch_size={self.batch_size}: need size >= 0 "
                              f"and batch_size >= 1")
+
+    def stream_backbones(self) -> dict[str, tuple[str, str]]:
+        """stream -> (backbone name, weights) for every stream extracted."""
+        table = {"rgb": (self.backbone, self.weights),
+                 "flow": (self.flow_backbone, self.flow_weights or self.weights)}
+        return {s: table[s] for s in self.streams}
 
     def shard_tuple(self) -> tuple[int, int]:
         k, n = self.shard.split("/")
@@ -138,8 +151,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The demo (ours): 48-frame videos, one length at two rates, the flow stream at 112 px with
     # fast DIS flow. Random-weight RGB features carry no motion direction (measured: chance);
     # flow does, through the Inception I3D flow network, even with random weights.
-    "synthetic": dict(lengths=(16,), strides=(8,), steps=((1, 2),), backbone="inception_i3d_flow",
-                      stream="flow", flow="dis", layer="mixed_5c", size=112),
+    "synthetic": dict(lengths=(16,), strides=(8,), steps=((1, 2),), streams=("flow",),
+                      flow="dis", layer="mixed_5c", size=112),
 }
 
 

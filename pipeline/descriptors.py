@@ -1,5 +1,6 @@
 """The stage-2 engine: per video, stack the window features of all (L, s) groups, count-sketch
-them, l2-normalise each window, pool into an SO/TO tensor with EPN and store its unique entries.
+each part (stream) separately and concatenate (d = P * d'), l2-normalise each window, pool into
+an SO/TO tensor with EPN and store its unique entries.
 
 Output: `items/<id>.h5` (dataset "descriptor" (n_unique,)), `sketch.h5` (h, s of the sketch) and
 the consolidated view `descriptors.h5` (ids (n,), descriptors (n, n_unique)), built last.
@@ -16,11 +17,11 @@ from tqdm import tqdm
 from pipeline.cache import (StageError, StageResult, atomic_path, canonical, complete_manifest, item_path,
                             read_manifest, run_items, stage_dir, stage_key, stage_lock)
 from pipeline.config import DescriptorConfig, ExtractConfig, key_params
-from pipeline.sketch import CountSketch
+from pipeline.sketch import CountSketch, make_sketches
 from pipeline.tensor_pool import hot_descriptor, n_unique
 
 log = logging.getLogger(__name__)
-STAGE, STAGE_VERSION = "descriptors", 1
+STAGE, STAGE_VERSION = "descriptors", 2
 VIEW = "descriptors.h5"
 
 
@@ -56,16 +57,26 @@ def descriptors_dir(ecfg: ExtractConfig, cfg: DescriptorConfig) -> tuple[Path, P
     return stage_dir(ecfg.cache_root, STAGE, ecfg.dataset, slug, key), upstream, ids
 
 
-def read_windows(path: Path) -> np.ndarray:
-    """All window features of an item, groups in file order: (N, D) float64."""
+def read_parts(path: Path, streams: list[str]) -> list[np.ndarray]:
+    """Window features of an item, one (N, D_p) float64 array per stream (part), groups stacked
+    in file order; all parts have the same N windows, in the same order."""
     with h5py.File(path, "r") as f:
-        return np.concatenate([f[name][()] for name in f.keys()]).astype(np.float64)
+        return [np.concatenate([f[stream][g][()] for g in f[stream].keys()]).astype(np.float64)
+                for stream in streams]
 
 
-def descriptor_of(phi: np.ndarray, sketch: CountSketch, cfg: DescriptorConfig) -> np.ndarray:
-    """phi (N, D) window features -> packed EPN tensor (n_unique(d', order),) float32."""
-    psi = sketch.transform(phi)
-    psi /= np.maximum(np.linalg.norm(psi, axis=1, keepdims=True), 1e-12)
+def descriptor_of(parts: list[np.ndarray], sketches: list[CountSketch], cfg: DescriptorConfig
+                  ) -> np.ndarray:
+    """parts: P x (N, D_p) -> packed EPN tensor (n_unique(P * d', order),) float32.
+
+    HoT: each part is count-sketched on its own and the sketches concatenated, phi_n in R^{P d'};
+    each part's sketch is l2-normalised (so no stream dominates by scale) and then the whole
+    phi_n, as the derivation assumes ||phi_n|| = 1 (ours: the per-part step).
+    """
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    psi = unit(np.concatenate([unit(sk.transform(p)) for sk, p in zip(sketches, parts)], axis=1))
     return hot_descriptor(psi, order=cfg.order, epn=cfg.epn, epn_params=cfg.epn_params,
                           spectrum_norm=cfg.spectrum_norm, center=cfg.center).astype(np.float32)
 
@@ -77,28 +88,30 @@ def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig) -> StageResu
     if complete_manifest(folder) and (folder / VIEW).is_file():
         log.info("descriptors already complete: %s", folder)
         return StageResult(folder, len(ids), 0, {}, skipped_run=True)
-    with h5py.File(item_path(upstream, ids[0]), "r") as f:
-        in_dim = f[next(iter(f.keys()))].shape[1]
-    sketch = CountSketch(in_dim, cfg.sketch_dim, cfg.sketch_seed)
+    streams = up_manifest["streams"]
+    dims = [p.shape[1] for p in read_parts(item_path(upstream, ids[0]), streams)]
+    sketches = make_sketches(dims, cfg.sketch_dim, cfg.sketch_seed)
+    d = cfg.sketch_dim * len(dims)
 
     def process(item_id: str, out: Path) -> None:
-        desc = descriptor_of(read_windows(item_path(upstream, item_id)), sketch, cfg)
+        desc = descriptor_of(read_parts(item_path(upstream, item_id), streams), sketches, cfg)
         with h5py.File(out, "w") as f:
             f.create_dataset("descriptor", data=desc)
             f.attrs.update(id=item_id, complete=True)
 
     manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "upstream": str(upstream),
-                "upstream_config": up_manifest["config"], "in_dim": in_dim,
-                "n_unique": n_unique(cfg.sketch_dim, cfg.order)}
+                "upstream_config": up_manifest["config"], "parts": streams,
+                "part_dims": dims, "d": d, "n_unique": n_unique(d, cfg.order)}
     with stage_lock(folder):
         with atomic_path(folder / "sketch.h5") as tmp, h5py.File(tmp, "w") as f:
-            for name, value in sketch.state().items():
-                f.create_dataset(name, data=value)
+            for part, sketch in zip(streams, sketches):
+                for name, value in sketch.state().items():
+                    f.create_dataset(f"{part}/{name}", data=value)
         result = run_items(folder, ids, process, manifest=manifest,
                            required=lambda f: "descriptor" in f,
                            progress=lambda xs: tqdm(xs, desc="descriptors", unit="video", disable=None))
         if result.ok:
-            write_view(folder, ids, cfg)
+            write_view(folder, ids, d=d, order=cfg.order)
     return result
 
 
@@ -108,16 +121,15 @@ def read_ids(folder: Path) -> list[str]:
     return [str(p.relative_to(items))[: -len(".h5")] for p in items.rglob("*.h5")]
 
 
-def write_view(folder: Path, ids: list[str], cfg: DescriptorConfig) -> None:
+def write_view(folder: Path, ids: list[str], *, d: int, order: int) -> None:
     """Consolidate the item files into one `descriptors.h5`, atomically."""
     with atomic_path(folder / VIEW) as tmp, h5py.File(tmp, "w") as out:
-        data = out.create_dataset("descriptors", (len(ids), n_unique(cfg.sketch_dim, cfg.order)),
-                                  dtype=np.float32)
+        data = out.create_dataset("descriptors", (len(ids), n_unique(d, order)), dtype=np.float32)
         for row, item_id in enumerate(ids):
             with h5py.File(item_path(folder, item_id), "r") as f:
                 data[row] = f["descriptor"][()]
         out.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
-        out.attrs.update(order=cfg.order, d=cfg.sketch_dim,
+        out.attrs.update(order=order, d=d,
                          packing="unique entries i<=j(<=k), raw (see tensor_pool.pack)")
 
 

@@ -1,8 +1,10 @@
-"""The stage-1 engine: decode each video once, cut every (L, s) window, run the backbone, pool
-the chosen layer over space and time, and write one HDF5 file per video.
+"""The stage-1 engine: decode each video once, cut every (L, s) window of every stream (RGB
+frames, and optical flow computed from the same decoded frames), run each stream's backbone,
+pool the chosen layer over space and time, and write one HDF5 file per video.
 
-Item file: one dataset per group "L{L}_s{s}" of shape (W, D) float32 with attrs length,
-stride, step and starts (W,) (the window start frames, relative to the item's first frame).
+Item file: per stream a group ("rgb", "flow") holding one dataset per window group
+"L{L}_s{s}" of shape (W, D) float32 with attrs length, stride, step and starts (W,) (window
+start frames, relative to the item's first frame). Both streams have the same windows.
 """
 from __future__ import annotations
 
@@ -18,11 +20,11 @@ from pipeline.backbones import Backbone, build_backbone
 from pipeline.cache import StageResult, complete_manifest, run_items, stage_dir, stage_key, stage_lock
 from pipeline.config import ExtractConfig, key_params
 from pipeline.datasets import Dataset, Item, get_dataset
-from pipeline.flow import flow_frames
-from pipeline.video import VideoReader, WindowGroup, cut_windows
+from pipeline.flow import AlignedFlow
+from pipeline.video import VideoReader, WindowCutter, WindowGroup
 
 log = logging.getLogger(__name__)
-STAGE, STAGE_VERSION = "features", 1
+STAGE, STAGE_VERSION = "features", 2
 
 
 def resolve_device(device: str) -> torch.device:
@@ -44,7 +46,8 @@ def features_dir(cfg: ExtractConfig, dataset: Dataset, weights: dict) -> Path:
     """The content-keyed folder of this configuration's features."""
     key = stage_key(STAGE, STAGE_VERSION, key_params(cfg), ids=[i.id for i in dataset.items()],
                     weights=weights)
-    return stage_dir(cfg.cache_root, STAGE, cfg.dataset, f"{cfg.backbone}-{cfg.stream}-{cfg.layer}", key)
+    names = "+".join(name for name, _ in cfg.stream_backbones().values())
+    return stage_dir(cfg.cache_root, STAGE, cfg.dataset, f"{names}-{cfg.layer}", key)
 
 
 class WindowEncoder:
@@ -71,39 +74,67 @@ class WindowEncoder:
         return y.cpu().numpy()
 
 
-def extract_item(item: Item, groups: list[WindowGroup], encoder: WindowEncoder, *,
-                 size: int, crop: bool, batch_size: int, out: Path, flow: str | None = None) -> None:
-    """Decode `item` once and write its windows' features to the HDF5 file `out`.
+class Windows:
+    """Collects one stream's windows, encodes them in batches per group, keeps their starts."""
 
-    flow: None for RGB windows, else the optical-flow method whose flow frames are windowed.
+    def __init__(self, groups: list[WindowGroup], encoder: "WindowEncoder", batch_size: int):
+        self.groups, self.encoder, self.batch_size = groups, encoder, batch_size
+        self.cutter = WindowCutter(groups)
+        self.starts: list[list[int]] = [[] for _ in groups]
+        self.feats: list[list[np.ndarray]] = [[] for _ in groups]
+        self.pending: list[list[np.ndarray]] = [[] for _ in groups]
+
+    def add(self, windows: list[tuple[int, int, np.ndarray]]) -> None:
+        for gi, start, clip in windows:
+            self.starts[gi].append(start)
+            self.pending[gi].append(clip)
+            if len(self.pending[gi]) == self.batch_size:
+                self._flush(gi)
+
+    def _flush(self, gi: int) -> None:
+        if self.pending[gi]:
+            self.feats[gi].append(self.encoder(self.pending[gi]))
+            self.pending[gi] = []
+
+    def finish(self) -> None:
+        self.add(self.cutter.finish())
+        for gi in range(len(self.groups)):
+            self._flush(gi)
+
+    def write(self, group: h5py.Group) -> None:
+        for gi, g in enumerate(self.groups):
+            ds = group.create_dataset(g.name, data=np.concatenate(self.feats[gi]).astype(np.float32))
+            ds.attrs.update(length=g.length, stride=g.stride, step=g.step,
+                            starts=np.asarray(self.starts[gi], np.int64))
+
+
+def extract_item(item: Item, groups: list[WindowGroup], encoders: dict[str, "WindowEncoder"], *,
+                 size: int, crop: bool, batch_size: int, out: Path, flow: str = "tvl1") -> None:
+    """Decode `item` once and write the windows' features of every stream to the HDF5 file `out`.
+
+    encoders: stream ("rgb", "flow") -> its encoder; flow frames come from the decoded frames
+    by `flow` (a pipeline.flow method), aligned so both streams share their windows.
     """
     reader = VideoReader(item.path, frames=item.frames, size=size, crop=crop)
-    frames = reader if flow is None else flow_frames(reader, flow)
-    starts: list[list[int]] = [[] for _ in groups]
-    feats: list[list[np.ndarray]] = [[] for _ in groups]
-    pending: list[list[np.ndarray]] = [[] for _ in groups]
-
-    def flush(gi: int) -> None:
-        if pending[gi]:
-            feats[gi].append(encoder(pending[gi]))
-            pending[gi] = []
-
-    for gi, start, clip in cut_windows(frames, groups):
-        starts[gi].append(start)
-        pending[gi].append(clip)
-        if len(pending[gi]) == batch_size:
-            flush(gi)
-    for gi in range(len(groups)):
-        flush(gi)
+    streams = {name: Windows(groups, enc, batch_size) for name, enc in encoders.items()}
+    rgb, flows = streams.get("rgb"), streams.get("flow")
+    aligned = AlignedFlow(flow) if flows is not None else None
+    for frame in reader:
+        if rgb is not None:
+            rgb.add(rgb.cutter.push(frame))
+        if flows is not None and (flow_frame := aligned.push(frame)) is not None:
+            flows.add(flows.cutter.push(flow_frame))
+    if flows is not None and reader.decoded:
+        flows.add(flows.cutter.push(aligned.finish()))
+    for windows in streams.values():
+        windows.finish()
     with h5py.File(out, "w") as f:
         f.attrs.update(id=item.id, labels=np.asarray(item.labels, np.int64),
                        num_frames=reader.decoded, path=str(item.path))
         if item.frames is not None:
             f.attrs["frame_range"] = np.asarray(item.frames, np.int64)
-        for gi, g in enumerate(groups):
-            ds = f.create_dataset(g.name, data=np.concatenate(feats[gi]).astype(np.float32))
-            ds.attrs.update(length=g.length, stride=g.stride, step=g.step,
-                            starts=np.asarray(starts[gi], np.int64))
+        for name, windows in streams.items():
+            windows.write(f.create_group(name))
         f.attrs["complete"] = True
 
 
@@ -111,32 +142,39 @@ def extract_features(cfg: ExtractConfig) -> StageResult:
     """Run stage 1 for `cfg`, resuming whatever an earlier run left; a no-op when complete."""
     dataset = load_dataset(cfg)
     log.info("%s", dataset.describe())
-    model, weights = build_backbone(cfg.backbone, weights=cfg.weights, seed=cfg.seed)
-    spec = model.spec
-    if spec.channels != (2 if cfg.stream == "flow" else 3):
-        raise ValueError(f"backbone={cfg.backbone} takes {spec.channels}-channel input, which does "
-                         f"not fit stream={cfg.stream}; use a flow backbone (e.g. "
-                         f"inception_i3d_flow) for flow and an RGB one for rgb")
-    if min(cfg.lengths) < spec.min_frames:
-        raise ValueError(f"lengths={cfg.lengths}: backbone {cfg.backbone} needs windows of at "
-                         f"least {spec.min_frames} frames; raise the shortest length")
-    folder = features_dir(cfg, dataset, weights.as_dict())
+    device = resolve_device(cfg.device)
+    encoders, weights, sizes = {}, {}, set()
+    for stream, (name, stream_weights) in cfg.stream_backbones().items():
+        model, info = build_backbone(name, weights=stream_weights, seed=cfg.seed)
+        spec = model.spec
+        if spec.channels != (2 if stream == "flow" else 3):
+            raise ValueError(f"backbone {name} takes {spec.channels}-channel input, which does not "
+                             f"fit the {stream} stream; use a flow backbone (e.g. inception_i3d_flow) "
+                             f"for flow and an RGB one for rgb")
+        if min(cfg.lengths) < spec.min_frames:
+            raise ValueError(f"lengths={cfg.lengths}: backbone {name} needs windows of at least "
+                             f"{spec.min_frames} frames; raise the shortest length")
+        encoders[stream] = WindowEncoder(model, layer=cfg.layer, pool=cfg.pool, device=device)
+        weights[stream] = info.as_dict()
+        sizes.add(cfg.size or spec.size)
+    if len(sizes) > 1:
+        raise ValueError(f"the streams' backbones expect different input sizes {sorted(sizes)}; "
+                         f"set size= to decode once at one size")
+    size = sizes.pop()
+    folder = features_dir(cfg, dataset, weights)
     if complete_manifest(folder):
         log.info("features already complete: %s", folder)
         return StageResult(folder, len(dataset.items()), 0, {}, skipped_run=True)
     groups = window_groups(cfg)
-    encoder = WindowEncoder(model, layer=cfg.layer, pool=cfg.pool, device=resolve_device(cfg.device))
     items = {item.id: item for item in dataset.items()}
-    size = cfg.size or spec.size
 
     def process(item_id: str, out: Path) -> None:
-        extract_item(items[item_id], groups, encoder, size=size, crop=cfg.crop,
-                     batch_size=cfg.batch_size, out=out,
-                     flow=cfg.flow if cfg.stream == "flow" else None)
+        extract_item(items[item_id], groups, encoders, size=size, crop=cfg.crop,
+                     batch_size=cfg.batch_size, out=out, flow=cfg.flow)
 
-    manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "weights": weights.as_dict(),
-                "groups": [g.name for g in groups], "input_size": size}
+    manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "weights": weights,
+                "streams": list(cfg.streams), "groups": [g.name for g in groups], "input_size": size}
     with stage_lock(folder, cfg.shard_tuple()):
         return run_items(folder, list(items), process, manifest=manifest, shard=cfg.shard_tuple(),
-                         required=lambda f: all(g.name in f for g in groups),
+                         required=lambda f: all(f"{s}/{g.name}" in f for s in cfg.streams for g in groups),
                          progress=lambda xs: tqdm(xs, desc="extract", unit="video", disable=None))

@@ -121,15 +121,30 @@ def flow_to_unit(flow: np.ndarray, bound: float = FLOW_BOUND) -> np.ndarray:
     return ((flow_to_input(flow, bound) + 1.0) / 2.0).astype(np.float32)
 
 
-def flow_frames(frames, method: str = "tvl1"):
-    """Stream of F RGB frames -> stream of F - 1 flow frames (H, W, 2) float32 in [0, 1].
+class AlignedFlow:
+    """Flow frames aligned with the RGB frames, so both streams have the same windows.
 
-    Flow frame i is the motion from frame i to i + 1, scaled by `flow_to_unit`, so a flow
-    backbone's mean = std = 0.5 maps it to I3D's [-1, 1]. Windows are then cut from the flow
-    frames exactly as from RGB frames.
+    Flow frame i is the motion from frame i to i + 1, scaled by `flow_to_unit` to [0, 1] (a flow
+    backbone's mean = std = 0.5 maps it to I3D's [-1, 1]); the last frame repeats the one before
+    (a one-frame video has zero flow) (ours). `push(frame)` returns flow frame i - 1 when frame i
+    arrives (None for the first); `finish()` returns the last one.
     """
-    stream = FlowStream(method)
-    for frame in frames:
-        flow = stream.push(frame)
+
+    def __init__(self, method: str = "tvl1"):
+        self._stream = FlowStream(method)
+        self._last: np.ndarray | None = None
+        self._shape: tuple[int, ...] | None = None
+
+    def push(self, frame: np.ndarray) -> np.ndarray | None:
+        self._shape = frame.shape[:2]
+        flow = self._stream.push(frame)
         if flow is not None:
-            yield flow_to_unit(flow)
+            self._last = flow_to_unit(flow)
+        return self._last if flow is not None else None
+
+    def finish(self) -> np.ndarray:
+        if self._last is None:
+            if self._shape is None:
+                raise ValueError("no frames were pushed")
+            return np.full((*self._shape, 2), 0.5, np.float32)      # zero flow
+        return self._last

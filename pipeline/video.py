@@ -71,36 +71,56 @@ def window_indices(num_frames: int, group: WindowGroup) -> tuple[np.ndarray, np.
     return starts, np.stack([window_frames(num_frames, group, int(s)) for s in starts])
 
 
+class WindowCutter:
+    """Cuts every window of every group from frames pushed one at a time (in order, once).
+
+    `push(frame)` returns the regular windows that end on that frame; `finish()` returns the tail
+    and short-video windows, known only once the true frame count is (so a container whose
+    frame-count metadata lies cannot shift them). Windows are (group index, start, clip (L, ...)).
+    Frames are kept in a ring of the longest span: memory does not grow with the video.
+    Together they yield exactly the windows of `window_indices`.
+    """
+
+    def __init__(self, groups: list[WindowGroup]):
+        self.groups = groups
+        self.max_span = max(g.span for g in groups)
+        self.ring: dict[int, np.ndarray] = {}
+        self.next_start = [0] * len(groups)
+        self.count = 0
+
+    def push(self, frame: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+        f, ring = self.count, self.ring
+        ring[f] = frame
+        ring.pop(f - self.max_span, None)
+        self.count += 1
+        out = []
+        for gi, g in enumerate(self.groups):
+            start = self.next_start[gi]
+            if start + g.span - 1 == f:
+                out.append((gi, start, np.stack([ring[start + j * g.step] for j in range(g.length)])))
+                self.next_start[gi] = start + g.stride
+        return out
+
+    def finish(self) -> list[tuple[int, int, np.ndarray]]:
+        if self.count == 0:
+            raise VideoError("no frames could be decoded")
+        out = []
+        for gi, g in enumerate(self.groups):
+            emitted = self.next_start[gi] // g.stride if self.count >= g.span else 0
+            for start in window_starts(self.count, g)[emitted:]:
+                idx = window_frames(self.count, g, int(start))
+                out.append((gi, int(start), np.stack([self.ring[int(i)] for i in idx])))
+        return out
+
+
 def cut_windows(frames: Iterable[np.ndarray], groups: list[WindowGroup]
                 ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Stream (group index, start, clip (L, H, W, C)) for every window of every group.
-
-    Consumes `frames` once. Regular windows are yielded as soon as their last frame arrives;
-    tail and short-video windows once the stream ends and the true frame count is known, so a
-    container whose frame-count metadata lies cannot shift the windows. Frames are kept in a
-    ring of the longest span. Yields exactly the windows of `window_indices`.
-    """
-    max_span = max(g.span for g in groups)
-    ring: dict[int, np.ndarray] = {}
-    next_start = [0] * len(groups)
-    count = 0
-    for f, frame in enumerate(frames):
-        ring[f] = frame
-        ring.pop(f - max_span, None)
-        count = f + 1
-        for gi, g in enumerate(groups):
-            start = next_start[gi]
-            if start + g.span - 1 == f:
-                yield gi, start, np.stack([ring[start + j * g.step] for j in range(g.length)])
-                next_start[gi] = start + g.stride
-    if count == 0:
-        raise VideoError("no frames could be decoded")
-    for gi, g in enumerate(groups):
-        starts = window_starts(count, g)
-        emitted = next_start[gi] // g.stride if count >= g.span else 0
-        for start in starts[emitted:]:
-            idx = window_frames(count, g, int(start))
-            yield gi, int(start), np.stack([ring[int(i)] for i in idx])
+    """Stream (group index, start, clip (L, H, W, C)) for every window of every group,
+    consuming `frames` once (a `WindowCutter` over an iterable)."""
+    cutter = WindowCutter(groups)
+    for frame in frames:
+        yield from cutter.push(frame)
+    yield from cutter.finish()
 
 
 def resize_short_side(frame: np.ndarray, size: int, crop: bool) -> np.ndarray:

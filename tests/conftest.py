@@ -22,7 +22,7 @@ def tiny_root(tmp_path_factory) -> Path:
 def tiny_args(tiny_root, tmp_path) -> list[str]:
     """key=value arguments selecting the tiny dataset, the fake backbone and a fresh cache."""
     return [f"root={str(tiny_root)!r}", f"dataset_options={TINY!r}", f"cache_root={str(tmp_path / 'cache')!r}",
-            "backbone='fake_counting'", "layer='stats'", "stream='rgb'", "weights='none'",
+            "backbone='fake_counting'", "layer='stats'", "weights='none'", "streams=('rgb',)",
             "lengths=(4, 8)", "strides=(2, 4)", "steps=((1, 2), (1,))", "size=32"]
 
 

@@ -1,4 +1,5 @@
-"""Test doubles: a counting fake backbone registered as "fake_counting" (cheap, deterministic).
+"""Test doubles: counting fake backbones registered as "fake_counting" (RGB) and
+"fake_counting_flow" (2-channel flow), cheap and deterministic.
 
 Importing this module registers it; with FAKE_KILL_AT=k in the environment the k-th extracted
 item SIGKILLs the process after writing its temporary file (a crash mid-run).
@@ -30,8 +31,16 @@ class CountingBackbone(Backbone):
         return stats[..., None, None]
 
 
+class CountingFlowBackbone(CountingBackbone):
+    """The same on 2-channel flow frames: (B, 4, T, 1, 1)."""
+
+    spec = InputSpec(channels=2, size=32, min_frames=1, mean=(0.5, 0.5), std=(0.5, 0.5))
+
+
 if "fake_counting" not in BACKBONES:
     register("fake_counting")(lambda *, weights, seed: (CountingBackbone(), WeightsInfo("none", seed=seed)))
+    register("fake_counting_flow")(
+        lambda *, weights, seed: (CountingFlowBackbone(), WeightsInfo("none", seed=seed)))
 
 if os.environ.get("FAKE_KILL_AT"):
     _kill_at, _seen = int(os.environ["FAKE_KILL_AT"]), [0]

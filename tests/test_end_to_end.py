@@ -13,7 +13,7 @@ from stages import descriptors, evaluate, extract
 def test_three_stages_end_to_end(tiny_root, tmp_path, capsys, caplog):
     args = [f"root={str(tiny_root)!r}", "dataset_options={'classes': 3, 'videos_per_class': 3, "
             "'train_per_class': 2, 'frames': 12, 'size': 32, 'codec': 'FFV1'}",
-            f"cache_root={str(tmp_path)!r}", "backbone=x3d_xs", "weights=none", "stream=rgb",
+            f"cache_root={str(tmp_path)!r}", "backbone=x3d_xs", "weights=none", "streams=('rgb',)",
             "layer=res5", "size=32", "lengths=(4,8)", "strides=(4,)", "steps=(1,)", "sketch_dim=16"]
     assert extract.main(args) == 0
     assert descriptors.main(args) == 0
@@ -24,7 +24,7 @@ def test_three_stages_end_to_end(tiny_root, tmp_path, capsys, caplog):
     assert results["metric"] == "accuracy" and 0.0 <= results["scores"]["sp1"] <= 1.0
     assert results["config"]["extract"]["backbone"] == "x3d_xs"
     manifest = json.loads(next((tmp_path / "features").rglob("manifest.json")).read_text())
-    assert manifest["weights"] == {"source": "none", "file": None, "sha256": None, "seed": 0}
+    assert manifest["weights"] == {"rgb": {"source": "none", "file": None, "sha256": None, "seed": 0}}
     caplog.clear()
     for stage in (extract, descriptors, evaluate):
         assert stage.main(args) == 0

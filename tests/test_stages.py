@@ -31,9 +31,12 @@ def snapshot(folder: Path) -> dict:
     out = {}
     for path in sorted((folder / "items").rglob("*.h5")):
         with h5py.File(path, "r") as f:
-            entry = {k: (f[k][()].tolist(), {a: np.asarray(v).tolist() for a, v in f[k].attrs.items()})
-                     for k in f.keys()}
-            entry["attrs"] = {a: np.asarray(v).tolist() for a, v in f.attrs.items()}
+            entry = {"attrs": {a: np.asarray(v).tolist() for a, v in f.attrs.items()}}
+
+            def add(name, obj):
+                if isinstance(obj, h5py.Dataset):
+                    entry[name] = (obj[()].tolist(), {a: np.asarray(v).tolist() for a, v in obj.attrs.items()})
+            f.visititems(add)
         out[str(path.relative_to(folder))] = entry
     return out
 
@@ -44,7 +47,7 @@ def test_second_run_does_no_work(tiny_args):
     first = extract_features(cfg)
     assert first.ok and first.computed == 9 and CountingBackbone.calls > 0
     manifest = json.loads((first.folder / "manifest.json").read_text())
-    assert manifest["done"] == 9 and manifest["weights"]["source"] == "none"
+    assert manifest["done"] == 9 and manifest["weights"]["rgb"]["source"] == "none"
     CountingBackbone.calls = 0
     second = extract_features(cfg)
     assert second.skipped_run and CountingBackbone.calls == 0 and second.folder == first.folder
@@ -54,9 +57,9 @@ def test_items_hold_groups_with_starts(tiny_args):
     cfg, = parse_overrides(tiny_args, ExtractConfig)
     folder = extract_features(cfg).folder
     with h5py.File(folder / "items" / "move_right" / "move_right_000.avi.h5", "r") as f:
-        assert sorted(f.keys()) == ["L4_s1", "L4_s2", "L8_s1"]
-        assert f["L4_s2"].attrs["starts"].tolist() == [0, 2, 4, 5]       # span 7 over 12 frames
-        assert f["L4_s2"].shape == (4, 6) and f.attrs["num_frames"] == 12
+        assert list(f.keys()) == ["rgb"] and sorted(f["rgb"].keys()) == ["L4_s1", "L4_s2", "L8_s1"]
+        assert f["rgb/L4_s2"].attrs["starts"].tolist() == [0, 2, 4, 5]   # span 7 over 12 frames
+        assert f["rgb/L4_s2"].shape == (4, 6) and f.attrs["num_frames"] == 12
 
 
 def test_crash_at_item_k_then_rerun_is_identical(tiny_args, tmp_path, monkeypatch):
@@ -122,7 +125,7 @@ def test_descriptor_stage_resumes_and_reuses_features(tiny_args):
     with h5py.File(first.folder / "descriptors.h5", "r") as f:
         assert f["descriptors"].shape == (9, 8 * 9 // 2)
     with h5py.File(first.folder / "sketch.h5", "r") as f:
-        assert f["h"].shape == (6,)
+        assert f["rgb/h"].shape == (6,)
     assert compute_descriptors(e, d).skipped_run
 
 
@@ -173,3 +176,28 @@ def test_shards_together_equal_the_single_run(tiny_args, tmp_path):
     assert snapshot(r2.folder) == reference
     with pytest.raises(ValueError, match="shard='3/2'"):
         parse_overrides(base + ["shard=3/2"], ExtractConfig)
+
+
+def test_two_streams_from_one_decode_share_windows_and_become_parts(tiny_args):
+    args = [a for a in tiny_args if not a.startswith("streams")] + [
+        "streams=('rgb', 'flow')", "flow_backbone='fake_counting_flow'", "flow='dis'", "sketch_dim=8"]
+    e, d = parse_overrides(args, ExtractConfig, DescriptorConfig)
+    folder = extract_features(e).folder
+    assert folder.name.startswith("fake_counting+fake_counting_flow-stats-")
+    with h5py.File(folder / "items" / "move_right" / "move_right_000.avi.h5", "r") as f:
+        assert sorted(f.keys()) == ["flow", "rgb"] and f.attrs["num_frames"] == 12
+        for g in ("L4_s1", "L4_s2", "L8_s1"):
+            assert f[f"rgb/{g}"].attrs["starts"].tolist() == f[f"flow/{g}"].attrs["starts"].tolist()
+            assert f[f"flow/{g}"].shape[1] == 4                       # 2 flow channels x (mean, std)
+        flow_stds = f["flow/L4_s1"][:, 2:]
+    assert flow_stds.min() > 1e-6                  # the sprite moves: flow is neither zero nor constant
+    result = compute_descriptors(e, d)
+    with h5py.File(result.folder / "descriptors.h5", "r") as f:
+        assert f.attrs["d"] == 16 and f["descriptors"].shape == (9, 16 * 17 // 2)
+    with h5py.File(result.folder / "sketch.h5", "r") as f:
+        assert f["rgb/h"].shape == (6,) and f["flow/h"].shape == (4,)
+
+
+def test_a_checkpoint_file_for_rgb_needs_one_for_flow():
+    with pytest.raises(ValueError, match="flow_weights=/path/to/flow_checkpoint"):
+        parse_overrides(["streams=('rgb','flow')", "weights=/x/rgb_imagenet.pt"], ExtractConfig)

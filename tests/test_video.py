@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline.datasets.synthetic import write_video
-from pipeline.video import VideoError, VideoReader, WindowGroup, cut_windows, window_indices, window_starts
+from pipeline.video import (VideoError, VideoReader, WindowCutter, WindowGroup, cut_windows,
+                            window_indices, window_starts)
 
 
 def test_starts_follow_the_authors_rule():
@@ -54,12 +55,11 @@ def test_streaming_cutter_yields_exactly_the_windows_of_the_arithmetic(num_frame
 
 def test_cutter_keeps_only_the_longest_span_in_memory():
     groups = [WindowGroup(4, 4, 2), WindowGroup(3, 5, 1)]       # longest span 7
-    gen = cut_windows((np.full((1, 1, 1), f) for f in range(1000)), groups)
-    largest, count = 0, 0
-    for _ in gen:
-        if gen.gi_frame is not None:
-            largest = max(largest, len(gen.gi_frame.f_locals["ring"]))
-        count += 1
+    cutter, largest, count = WindowCutter(groups), 0, 0
+    for f in range(1000):
+        count += len(cutter.push(np.full((1, 1, 1), f)))
+        largest = max(largest, len(cutter.ring))
+    count += len(cutter.finish())
     assert largest <= 7
     assert count == sum(len(window_starts(1000, g)) for g in groups)
 

@@ -189,7 +189,7 @@ def timing(paths: list[Path], groups, *, size: int, batch_size: int, repeats: in
 
     def run_ours():
         for it in items:
-            extract_item(it, groups, encoder, size=size, crop=True, batch_size=batch_size,
+            extract_item(it, groups, {"rgb": encoder}, size=size, crop=True, batch_size=batch_size,
                          out=tmp / f"{it.id.replace('/', '_')}.h5")
 
     @torch.inference_mode()
