@@ -61,7 +61,8 @@ def method_name(ecfg: ExtractConfig, dcfg: DescriptorConfig) -> str:
     order = {2: "SO", 3: "TO"}[dcfg.order]
     epn = {"none": "no EPN", "maxexp": "MaxExp", "gamma": "Gamma", "asinhe": "AsinhE",
            "sigme": "SigmE", "hdp": "HDP"}[dcfg.epn]
-    return f"{order}+{epn} ({ecfg.backbone} {ecfg.layer}, d'={dcfg.sketch_dim})"
+    names = "+".join(name for name, _ in ecfg.stream_backbones().values())
+    return f"{order}+{epn} ({names} {ecfg.layer}, d'={dcfg.sketch_dim})"
 
 
 def evaluate(ecfg: ExtractConfig, dcfg: DescriptorConfig, cfg: EvaluateConfig) -> tuple[Path, dict]:
