@@ -34,7 +34,7 @@ class ExtractConfig:
     flow_weights: str | None = None     # None: as `weights` (hub/none); a path for a flow checkpoint
     layer: str = "logits"               # the authors use the 400-d Kinetics logits
     flow: str = "tvl1"                  # flow method: tvl1 (the I3D authors), dis (fast), farneback
-    pool: str = "mean"                  # temporal pooling of the layer: "mean" or "max"
+    pool: tuple = ("mean",)             # temporal pooling(s) of the layer; each is a stage-2 part
     lengths: tuple = (24, 32, 48, 64)   # subsequence lengths L (frames); HMDB51 preset
     strides: tuple = (6, 8, 8, 8)       # window stride S per length (frames)
     steps: tuple = ((1, 2, 3, 4),) * 4  # frame steps (sampling rates) s per length
@@ -83,8 +83,10 @@ class ExtractConfig:
         k, _, n = self.shard.partition("/")
         if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
             raise ValueError(f"shard={self.shard!r}: expected 'k/n' with 1 <= k <= n, e.g. '2/8'")
-        if self.pool not in ("mean", "max"):
-            raise ValueError(f"pool={self.pool!r}: choose 'mean' or 'max'")
+        pools = norm(self.pool)
+        object.__setattr__(self, "pool", pools)
+        if not pools or len(set(pools)) != len(pools) or not set(pools) <= {"mean", "max"}:
+            raise ValueError(f"pool={pools!r}: choose 'mean', 'max' or ('mean', 'max')")
         if self.size < 0 or self.batch_size < 1:
             raise ValueError(f"size={self.size}, batch_size={self.batch_size}: need size >= 0 "
                              f"and batch_size >= 1")
@@ -94,6 +96,10 @@ class ExtractConfig:
         table = {"rgb": (self.backbone, self.weights),
                  "flow": (self.flow_backbone, self.flow_weights or self.weights)}
         return {s: table[s] for s in self.streams}
+
+    def parts(self) -> list[str]:
+        """Stage-2 parts, "<stream>/<pool>", in a fixed order; each is an item-file group."""
+        return [f"{stream}/{pool}" for stream in self.streams for pool in self.pool]
 
     def shard_tuple(self) -> tuple[int, int]:
         k, n = self.shard.split("/")
@@ -167,7 +173,7 @@ def _type_ok(value: Any, annotation: Any) -> bool:
     if annotation is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if annotation is tuple:
-        return isinstance(value, (tuple, list, int))
+        return isinstance(value, (tuple, list, int, str))     # one value stands for a 1-tuple
     return isinstance(value, origin or annotation)
 
 

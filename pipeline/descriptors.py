@@ -1,5 +1,5 @@
 """The stage-2 engine: per video, stack the window features of all (L, s) groups, count-sketch
-each part (stream) separately and concatenate (d = P * d'), l2-normalise each window, pool into
+each part (stream x temporal pooling) separately and concatenate (d = P * d'), l2-normalise each window, pool into
 an SO/TO tensor with EPN and store its unique entries.
 
 Output: `items/<id>.h5` (dataset "descriptor" (n_unique,)), `sketch.h5` (h, s of the sketch) and
@@ -21,7 +21,7 @@ from pipeline.sketch import CountSketch, make_sketches
 from pipeline.tensor_pool import hot_descriptor, n_unique
 
 log = logging.getLogger(__name__)
-STAGE, STAGE_VERSION = "descriptors", 2
+STAGE, STAGE_VERSION = "descriptors", 3
 VIEW = "descriptors.h5"
 
 
@@ -57,12 +57,12 @@ def descriptors_dir(ecfg: ExtractConfig, cfg: DescriptorConfig) -> tuple[Path, P
     return stage_dir(ecfg.cache_root, STAGE, ecfg.dataset, slug, key), upstream, ids
 
 
-def read_parts(path: Path, streams: list[str]) -> list[np.ndarray]:
-    """Window features of an item, one (N, D_p) float64 array per stream (part), groups stacked
-    in file order; all parts have the same N windows, in the same order."""
+def read_parts(path: Path, parts: list[str]) -> list[np.ndarray]:
+    """Window features of an item, one (N, D_p) float64 array per part ("<stream>/<pool>"),
+    window groups stacked in file order; all parts have the same N windows, in the same order."""
     with h5py.File(path, "r") as f:
-        return [np.concatenate([f[stream][g][()] for g in f[stream].keys()]).astype(np.float64)
-                for stream in streams]
+        return [np.concatenate([f[part][g][()] for g in f[part].keys()]).astype(np.float64)
+                for part in parts]
 
 
 def descriptor_of(parts: list[np.ndarray], sketches: list[CountSketch], cfg: DescriptorConfig
@@ -88,23 +88,23 @@ def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig) -> StageResu
     if complete_manifest(folder) and (folder / VIEW).is_file():
         log.info("descriptors already complete: %s", folder)
         return StageResult(folder, len(ids), 0, {}, skipped_run=True)
-    streams = up_manifest["streams"]
-    dims = [p.shape[1] for p in read_parts(item_path(upstream, ids[0]), streams)]
+    parts = up_manifest["parts"]
+    dims = [p.shape[1] for p in read_parts(item_path(upstream, ids[0]), parts)]
     sketches = make_sketches(dims, cfg.sketch_dim, cfg.sketch_seed)
     d = cfg.sketch_dim * len(dims)
 
     def process(item_id: str, out: Path) -> None:
-        desc = descriptor_of(read_parts(item_path(upstream, item_id), streams), sketches, cfg)
+        desc = descriptor_of(read_parts(item_path(upstream, item_id), parts), sketches, cfg)
         with h5py.File(out, "w") as f:
             f.create_dataset("descriptor", data=desc)
             f.attrs.update(id=item_id, complete=True)
 
     manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "upstream": str(upstream),
-                "upstream_config": up_manifest["config"], "parts": streams,
+                "upstream_config": up_manifest["config"], "parts": parts,
                 "part_dims": dims, "d": d, "n_unique": n_unique(d, cfg.order)}
     with stage_lock(folder):
         with atomic_path(folder / "sketch.h5") as tmp, h5py.File(tmp, "w") as f:
-            for part, sketch in zip(streams, sketches):
+            for part, sketch in zip(parts, sketches):
                 for name, value in sketch.state().items():
                     f.create_dataset(f"{part}/{name}", data=value)
         result = run_items(folder, ids, process, manifest=manifest,

@@ -2,9 +2,10 @@
 frames, and optical flow computed from the same decoded frames), run each stream's backbone,
 pool the chosen layer over space and time, and write one HDF5 file per video.
 
-Item file: per stream a group ("rgb", "flow") holding one dataset per window group
-"L{L}_s{s}" of shape (W, D) float32 with attrs length, stride, step and starts (W,) (window
-start frames, relative to the item's first frame). Both streams have the same windows.
+Item file: per stream ("rgb", "flow") and temporal pooling ("mean", "max") a group
+"<stream>/<pool>" holding one dataset per window group "L{L}_s{s}" of shape (W, D) float32 with
+attrs length, stride, step and starts (W,) (window start frames, relative to the item's first
+frame). All streams have the same windows.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from pipeline.flow import AlignedFlow
 from pipeline.video import VideoReader, WindowCutter, WindowGroup
 
 log = logging.getLogger(__name__)
-STAGE, STAGE_VERSION = "features", 2
+STAGE, STAGE_VERSION = "features", 3
 
 
 def resolve_device(device: str) -> torch.device:
@@ -53,7 +54,7 @@ def features_dir(cfg: ExtractConfig, dataset: Dataset, weights: dict) -> Path:
 class WindowEncoder:
     """Turns uint8 RGB clips into pooled feature vectors with a backbone, in batches."""
 
-    def __init__(self, model: Backbone, *, layer: str, pool: str, device: torch.device):
+    def __init__(self, model: Backbone, *, layer: str, pool: tuple[str, ...], device: torch.device):
         model.check_layer(layer)
         self.model, self.layer, self.pool, self.device = model.to(device), layer, pool, device
         spec = model.spec
@@ -62,7 +63,8 @@ class WindowEncoder:
 
     @torch.inference_mode()
     def __call__(self, clips: list[np.ndarray]) -> np.ndarray:
-        """clips: B x (L, H, W, C), uint8 or float in [0, 1] -> (B, D) float32."""
+        """clips: B x (L, H, W, C), uint8 or float in [0, 1] -> (B, P, D) float32, one row per
+        temporal pooling in `pool`."""
         batch = np.stack(clips)
         x = torch.from_numpy(batch).to(self.device, non_blocking=True).permute(0, 4, 1, 2, 3).float()
         if batch.dtype == np.uint8:
@@ -70,8 +72,8 @@ class WindowEncoder:
         x = x.sub_(self.mean).div_(self.std)
         y = self.model(x, self.layer).float()          # (B, D, T', H', W')
         y = y.mean(dim=(3, 4))                          # space
-        y = y.amax(dim=2) if self.pool == "max" else y.mean(dim=2)
-        return y.cpu().numpy()
+        pooled = {"mean": lambda: y.mean(dim=2), "max": lambda: y.amax(dim=2)}
+        return np.stack([pooled[p]().cpu().numpy() for p in self.pool], axis=1)   # (B, P, D)
 
 
 class Windows:
@@ -102,10 +104,12 @@ class Windows:
             self._flush(gi)
 
     def write(self, group: h5py.Group) -> None:
-        for gi, g in enumerate(self.groups):
-            ds = group.create_dataset(g.name, data=np.concatenate(self.feats[gi]).astype(np.float32))
-            ds.attrs.update(length=g.length, stride=g.stride, step=g.step,
-                            starts=np.asarray(self.starts[gi], np.int64))
+        for pi, pool in enumerate(self.encoder.pool):
+            for gi, g in enumerate(self.groups):
+                data = np.concatenate(self.feats[gi])[:, pi].astype(np.float32)
+                ds = group.create_dataset(f"{pool}/{g.name}", data=data)
+                ds.attrs.update(length=g.length, stride=g.stride, step=g.step,
+                                starts=np.asarray(self.starts[gi], np.int64))
 
 
 def extract_item(item: Item, groups: list[WindowGroup], encoders: dict[str, "WindowEncoder"], *,
@@ -173,8 +177,9 @@ def extract_features(cfg: ExtractConfig) -> StageResult:
                      batch_size=cfg.batch_size, out=out, flow=cfg.flow)
 
     manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "weights": weights,
-                "streams": list(cfg.streams), "groups": [g.name for g in groups], "input_size": size}
+                "streams": list(cfg.streams), "parts": cfg.parts(), "groups": [g.name for g in groups],
+                "input_size": size}
     with stage_lock(folder, cfg.shard_tuple()):
         return run_items(folder, list(items), process, manifest=manifest, shard=cfg.shard_tuple(),
-                         required=lambda f: all(f"{s}/{g.name}" in f for s in cfg.streams for g in groups),
+                         required=lambda f: all(f"{p}/{g.name}" in f for p in cfg.parts() for g in groups),
                          progress=lambda xs: tqdm(xs, desc="extract", unit="video", disable=None))

@@ -31,7 +31,7 @@ def test_one_namespace_routes_keys_to_their_stage():
     (["epn=gamma", "epn_params={'gamma': 1.5}"], "gamma=1.5: Gamma needs 0 < gamma <= 1"),
     (["steps=(0,)"], "steps=.*integer >= 1"),
     (["strides=(1,2,3)"], "one entry per length"),
-    (["pool=median"], "pool='median'"),
+    (["pool=median"], "pool=\\('median',\\): choose 'mean'"),
 ])
 def test_errors_name_the_key(argv, message):
     with pytest.raises(ValueError, match=message):

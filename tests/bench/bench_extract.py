@@ -174,7 +174,7 @@ def timing(paths: list[Path], groups, *, size: int, batch_size: int, repeats: in
 
     model, _ = build_backbone("x3d_xs", weights="none")
     layer = "res5"
-    encoder = WindowEncoder(model, layer=layer, pool="mean", device=torch.device("cpu"))
+    encoder = WindowEncoder(model, layer=layer, pool=("mean",), device=torch.device("cpu"))
     items = [Item(f"bench/{p.stem}", p, (0,)) for p in paths]
 
     # precomputed, normalised tensors of exactly the batches extract_item encodes
