@@ -16,10 +16,13 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import h5py
 import numpy as np
+
+if TYPE_CHECKING:
+    from pipeline.parallel import Job
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -146,18 +149,20 @@ def shard_ids(ids: list[str], shard: tuple[int, int]) -> list[str]:
     return list(ids)[k - 1::n]
 
 
-def run_items(folder: Path, ids: list[str], process: Callable[[str, Path], None], *,
-              manifest: dict, required: Callable[[h5py.File], bool] = lambda f: True,
-              progress: Callable[[Iterable], Iterable] = lambda x: x,
-              shard: tuple[int, int] = (1, 1)) -> StageResult:
+def run_items(folder: Path, ids: list[str], job: "Job", *, manifest: dict,
+              required: Callable[[h5py.File], bool] = lambda f: True,
+              progress: Callable[[int], Iterable] = lambda total: None,
+              shard: tuple[int, int] = (1, 1), backend: str = "serial", workers: int = 0,
+              scheduler: str = "local") -> StageResult:
     """The resumable loop shared by all stages.
 
-    For each id of this shard without a valid item file, `process(id, tmp_path)` writes the item
-    to tmp_path (an HDF5 file that must set attrs["complete"] = True); it is then renamed into
-    place. An exception fails that item only (recorded with its reason). A shard (k, n) records
-    its failures in `manifest-shard-k-of-n.json`; the stage manifest is written last, by the run
-    that finds every item either done or failed.
+    The ids of this shard without a valid item file go to `job` (see pipeline.parallel) on
+    `backend`; each item is written to a temporary file and renamed into place, and a failure
+    fails that item only (recorded with its reason). A shard (k, n) records its failures in
+    `manifest-shard-k-of-n.json`; the stage manifest is written last, by the run that finds every
+    item either done or failed. progress(total) returns a bar with update(n), or None.
     """
+    from pipeline.parallel import run_job
     mine = shard_ids(ids, shard)
     pending = [i for i in mine if not h5_valid(item_path(folder, i), required)]
     for item_id in pending:                  # temporary files of a killed run of this shard
@@ -166,17 +171,22 @@ def run_items(folder: Path, ids: list[str], process: Callable[[str, Path], None]
             stale.unlink()
     log.info("%s: %d of %d items to compute%s", folder, len(pending), len(ids),
              f" (shard {shard[0]}/{shard[1]})" if shard != (1, 1) else "")
-    failures: dict[str, str] = {}
+    bar, finished = progress(len(pending)), [0]
     every = max(1, len(pending) // 10)
-    for n, item_id in enumerate(progress(pending), 1):
-        if n % every == 0:
-            log.info("%s: %d/%d", folder.name, n, len(pending))     # for logs without a terminal
-        try:
-            with atomic_path(item_path(folder, item_id)) as tmp:
-                process(item_id, tmp)
-        except Exception as exc:  # noqa: BLE001 - one bad item never stops a run
-            failures[item_id] = f"{type(exc).__name__}: {exc}"
-            log.error("item %s failed: %s", item_id, failures[item_id])
+
+    def advance(n: int) -> None:
+        if bar is not None:
+            bar.update(n)
+        finished[0] += n
+        if finished[0] // every > (finished[0] - n) // every:     # for logs without a terminal
+            log.info("%s: %d/%d", folder.name, finished[0], len(pending))
+
+    try:
+        failures = run_job(job, folder, pending, backend=backend, workers=workers,
+                           scheduler=scheduler, progress=advance)
+    finally:
+        if bar is not None:
+            bar.close()
     stamp = {"versions": library_versions(), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if shard != (1, 1):
         write_json(folder / f"manifest-shard-{shard[0]}-of-{shard[1]}.json",

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+POOLS = ("mean", "max", "map")
+
+
 def _nokey(default: Any = dataclasses.MISSING, **kw) -> Any:
     """A field that does not enter the cache key (where output goes, how fast it runs)."""
     return field(default=default, metadata={"key": False}, **kw)
@@ -32,9 +35,12 @@ class ExtractConfig:
     weights: str = "hub"                # "hub" (pretrained), a checkpoint path, or "none" (random)
     flow_backbone: str = "inception_i3d_flow"  # flow stream: the two-stream I3D of the authors
     flow_weights: str | None = None     # None: as `weights` (hub/none); a path for a flow checkpoint
-    layer: str = "logits"               # the authors use the 400-d Kinetics logits
+    layer: tuple = ("logits",)          # the authors use the 400-d Kinetics logits; several
+                                        # layers come from one forward pass, each a stage-2 part
     flow: str = "tvl1"                  # flow method: tvl1 (the I3D authors), dis (fast), farneback
-    pool: tuple = ("mean",)             # temporal pooling(s) of the layer; each is a stage-2 part
+    pool: tuple = ("mean",)             # temporal pooling(s): "mean", "max" (each a stage-2 part)
+                                        # and "map" (time-averaged spatial map, for attention)
+    precision: str = "fp32"             # "bf16": autocast the backbone (CUDA; CPU where supported)
     lengths: tuple = (24, 32, 48, 64)   # subsequence lengths L (frames); HMDB51 preset
     strides: tuple = (6, 8, 8, 8)       # window stride S per length (frames)
     steps: tuple = ((1, 2, 3, 4),) * 4  # frame steps (sampling rates) s per length
@@ -43,6 +49,9 @@ class ExtractConfig:
     seed: int = 0                       # seeds random initialisation when weights="none"
     batch_size: int = _nokey(8)         # windows per forward pass; memory, not results
     shard: str = _nokey("1/1")          # "k/n": this run does every n-th video from the k-th
+    backend: str = _nokey("serial")     # where items run, stages 1 and 2: serial, processes, dask
+    workers: int = _nokey(0)            # processes / LocalCluster workers; 0 = one per core
+    scheduler: str = _nokey("local")    # backend=dask: "local" (a LocalCluster) or "tcp://host:8786"
     device: str = _nokey("auto")        # "auto" (CUDA when present), "cpu" or "cuda[:k]"
     cache_root: str = _nokey("cache")   # where every stage writes
 
@@ -85,8 +94,21 @@ class ExtractConfig:
             raise ValueError(f"shard={self.shard!r}: expected 'k/n' with 1 <= k <= n, e.g. '2/8'")
         pools = norm(self.pool)
         object.__setattr__(self, "pool", pools)
-        if not pools or len(set(pools)) != len(pools) or not set(pools) <= {"mean", "max"}:
-            raise ValueError(f"pool={pools!r}: choose 'mean', 'max' or ('mean', 'max')")
+        if not pools or len(set(pools)) != len(pools) or not set(pools) <= set(POOLS):
+            raise ValueError(f"pool={pools!r}: choose one or more of {POOLS}, e.g. ('mean', 'max')")
+        if not set(pools) & {"mean", "max"}:
+            raise ValueError(f"pool={pools!r}: add 'mean' or 'max'; stage 2 pools vectors, not maps")
+        layers = norm(self.layer)
+        object.__setattr__(self, "layer", layers)
+        if not layers or len(set(layers)) != len(layers):
+            raise ValueError(f"layer={layers!r}: give one layer name or a tuple of distinct ones")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision={self.precision!r}: choose 'fp32' or 'bf16'")
+        from pipeline.parallel import BACKENDS
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend={self.backend!r}: choose one of {list(BACKENDS)}")
+        if self.workers < 0:
+            raise ValueError(f"workers={self.workers}: need >= 0 (0 = one per core)")
         if self.size < 0 or self.batch_size < 1:
             raise ValueError(f"size={self.size}, batch_size={self.batch_size}: need size >= 0 "
                              f"and batch_size >= 1")
@@ -97,9 +119,14 @@ class ExtractConfig:
                  "flow": (self.flow_backbone, self.flow_weights or self.weights)}
         return {s: table[s] for s in self.streams}
 
+    def outputs(self) -> list[str]:
+        """Item-file groups, "<stream>/<layer>/<pool>", in a fixed order."""
+        return [f"{stream}/{layer}/{pool}" for stream in self.streams for layer in self.layer
+                for pool in self.pool]
+
     def parts(self) -> list[str]:
-        """Stage-2 parts, "<stream>/<pool>", in a fixed order; each is an item-file group."""
-        return [f"{stream}/{pool}" for stream in self.streams for pool in self.pool]
+        """Stage-2 parts: the outputs pooled to vectors (not "map")."""
+        return [o for o in self.outputs() if not o.endswith("/map")]
 
     def shard_tuple(self) -> tuple[int, int]:
         k, n = self.shard.split("/")
@@ -122,6 +149,8 @@ class DescriptorConfig:
     epn_params: dict = field(default_factory=dict)  # e.g. {"eta": "N"} (MaxExp default)
     spectrum_norm: str = "sum"          # "sum" (supplement), "kappa" (slides) or "none"
     center: bool = False                # False: auto-correlation (mu = 0), True: covariance
+    group_weights: dict = field(default_factory=dict)  # window weight per group, e.g. {"L64_s1": 2.0};
+                                        # default 1 (HoT's unweighted pooling)
 
     def __post_init__(self):
         if self.order not in (2, 3):
@@ -130,6 +159,9 @@ class DescriptorConfig:
             raise ValueError(f"sketch_dim={self.sketch_dim} must be >= 1")
         from pipeline.epn import make_epn     # validates name and parameters with clear errors
         make_epn(self.epn, **self.epn_params)
+        for group, w in self.group_weights.items():
+            if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0:
+                raise ValueError(f"group_weights[{group!r}]={w!r}: a weight must be a number >= 0")
 
 
 @dataclass(frozen=True)

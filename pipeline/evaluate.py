@@ -62,7 +62,7 @@ def method_name(ecfg: ExtractConfig, dcfg: DescriptorConfig) -> str:
     epn = {"none": "no EPN", "maxexp": "MaxExp", "gamma": "Gamma", "asinhe": "AsinhE",
            "sigme": "SigmE", "hdp": "HDP"}[dcfg.epn]
     names = "+".join(name for name, _ in ecfg.stream_backbones().values())
-    return f"{order}+{epn} ({names} {ecfg.layer}, d'={dcfg.sketch_dim})"
+    return f"{order}+{epn} ({names} {'+'.join(ecfg.layer)}, d'={dcfg.sketch_dim})"
 
 
 def evaluate(ecfg: ExtractConfig, dcfg: DescriptorConfig, cfg: EvaluateConfig) -> tuple[Path, dict]:

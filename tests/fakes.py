@@ -44,12 +44,12 @@ if "fake_counting" not in BACKBONES:
 
 if os.environ.get("FAKE_KILL_AT"):
     _kill_at, _seen = int(os.environ["FAKE_KILL_AT"]), [0]
-    _original = features.extract_item
+    _original = features.write_item
 
-    def _killing_extract_item(*args, **kwargs):
+    def _killing_write_item(*args, **kwargs):
         _original(*args, **kwargs)
         _seen[0] += 1
         if _seen[0] == _kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    features.extract_item = _killing_extract_item
+    features.write_item = _killing_write_item

@@ -31,7 +31,10 @@ def test_one_namespace_routes_keys_to_their_stage():
     (["epn=gamma", "epn_params={'gamma': 1.5}"], "gamma=1.5: Gamma needs 0 < gamma <= 1"),
     (["steps=(0,)"], "steps=.*integer >= 1"),
     (["strides=(1,2,3)"], "one entry per length"),
-    (["pool=median"], "pool=\\('median',\\): choose 'mean'"),
+    (["pool=median"], "pool=\\('median',\\): choose one or more of \\('mean', 'max', 'map'\\)"),
+    (["pool=map"], "add 'mean' or 'max'"),
+    (["backend=ray"], "backend='ray': choose one of"),
+    (["group_weights={'L8_s1': -1}"], "a weight must be a number >= 0"),
 ])
 def test_errors_name_the_key(argv, message):
     with pytest.raises(ValueError, match=message):

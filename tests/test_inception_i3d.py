@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pipeline.backbones import BACKBONES, WeightsError, build_backbone
 from pipeline.backbones import base
@@ -185,3 +186,25 @@ def test_hub_fetches_pytorch_i3d_checkpoint(tmp_path, monkeypatch, name, file, c
 
 def test_registered():
     assert {"inception_i3d", "inception_i3d_flow"} <= set(BACKBONES)
+
+
+def test_forward_layers_derives_pool_and_logits_from_the_same_mixed_5c(models):
+    model = models[3]
+    x = torch.randn(2, 3, 17, 32, 64)
+    with torch.no_grad():
+        logits, mixed_5c, pool = model.forward_layers(x, ("logits", "mixed_5c", "pool"))
+        torch.testing.assert_close(pool, F.avg_pool3d(mixed_5c, (2, 1, 2), stride=1))
+        torch.testing.assert_close(logits, model.logits(pool))
+        torch.testing.assert_close(mixed_5c, model(x, "mixed_5c"), rtol=0, atol=0)
+
+
+def test_forward_layers_stops_at_mixed_5c_on_short_clips(models):
+    model = models[2]
+    x = torch.randn(1, 2, 8, 32, 32)           # too short for pool / logits, fine for mixed_5c
+    with torch.no_grad():
+        (mixed_5c,) = model.forward_layers(x, ("mixed_5c",))
+        assert mixed_5c.shape == (1, 1024, 1, 1, 1)
+        with pytest.raises(ValueError, match="layer='logits' needs clips of at least 9 frames"):
+            model.forward_layers(x, ("mixed_5c", "logits"))
+        with pytest.raises(ValueError, match=r"names \['pool'\] more than once"):
+            model.forward_layers(x, ("pool", "pool"))

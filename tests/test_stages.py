@@ -57,9 +57,9 @@ def test_items_hold_groups_with_starts(tiny_args):
     cfg, = parse_overrides(tiny_args, ExtractConfig)
     folder = extract_features(cfg).folder
     with h5py.File(folder / "items" / "move_right" / "move_right_000.avi.h5", "r") as f:
-        assert list(f.keys()) == ["rgb"] and sorted(f["rgb/mean"].keys()) == ["L4_s1", "L4_s2", "L8_s1"]
-        assert f["rgb/mean/L4_s2"].attrs["starts"].tolist() == [0, 2, 4, 5]   # span 7 over 12 frames
-        assert f["rgb/mean/L4_s2"].shape == (4, 6) and f.attrs["num_frames"] == 12
+        assert list(f.keys()) == ["rgb"] and sorted(f["rgb/stats/mean"].keys()) == ["L4_s1", "L4_s2", "L8_s1"]
+        assert f["rgb/stats/mean/L4_s2"].attrs["starts"].tolist() == [0, 2, 4, 5]   # span 7 over 12 frames
+        assert f["rgb/stats/mean/L4_s2"].shape == (4, 6) and f.attrs["num_frames"] == 12
 
 
 def test_crash_at_item_k_then_rerun_is_identical(tiny_args, tmp_path, monkeypatch):
@@ -68,20 +68,20 @@ def test_crash_at_item_k_then_rerun_is_identical(tiny_args, tmp_path, monkeypatc
     crash_args = [a for a in tiny_args if not a.startswith("cache_root")] + \
         [f"cache_root={str(tmp_path / 'crash')!r}"]
     cfg2, = parse_overrides(crash_args, ExtractConfig)
-    original, seen = features.extract_item, [0]
+    original, seen = features.write_item, [0]
 
-    def crash_at_third(item, *args, out, **kwargs):
+    def crash_at_third(out, **kwargs):
         seen[0] += 1
-        original(item, *args, out=out, **kwargs)
+        original(out, **kwargs)
         if seen[0] == 3:
             raise RuntimeError("injected crash after writing the temporary file")
 
-    monkeypatch.setattr(features, "extract_item", crash_at_third)
+    monkeypatch.setattr(features, "write_item", crash_at_third)
     result = extract_features(cfg2)
     assert len(result.failures) == 1 and "injected crash" in next(iter(result.failures.values()))
     assert not list((result.folder / "items").rglob(".*tmp*"))              # nothing partial
     assert len(list((result.folder / "items").rglob("*.h5"))) == 8
-    monkeypatch.setattr(features, "extract_item", original)
+    monkeypatch.setattr(features, "write_item", original)
     CountingBackbone.windows = 0
     rerun = extract_features(cfg2)
     assert rerun.ok and rerun.computed == 1
@@ -125,7 +125,7 @@ def test_descriptor_stage_resumes_and_reuses_features(tiny_args):
     with h5py.File(first.folder / "descriptors.h5", "r") as f:
         assert f["descriptors"].shape == (9, 8 * 9 // 2)
     with h5py.File(first.folder / "sketch.h5", "r") as f:
-        assert f["rgb/mean/h"].shape == (6,)
+        assert f["rgb/stats/mean/h"].shape == (6,)
     assert compute_descriptors(e, d).skipped_run
 
 
@@ -180,22 +180,22 @@ def test_shards_together_equal_the_single_run(tiny_args, tmp_path):
 
 def test_two_streams_from_one_decode_share_windows_and_become_parts(tiny_args):
     args = [a for a in tiny_args if not a.startswith("streams")] + [
-        "streams=('rgb', 'flow')", "flow_backbone='fake_counting_flow'", "flow='dis'", "sketch_dim=8"]
+        "streams=('rgb', 'flow')", "flow_backbone='fake_counting_flow'", "flow='farneback'", "sketch_dim=8"]
     e, d = parse_overrides(args, ExtractConfig, DescriptorConfig)
     folder = extract_features(e).folder
     assert folder.name.startswith("fake_counting+fake_counting_flow-stats-")
     with h5py.File(folder / "items" / "move_right" / "move_right_000.avi.h5", "r") as f:
         assert sorted(f.keys()) == ["flow", "rgb"] and f.attrs["num_frames"] == 12
         for g in ("L4_s1", "L4_s2", "L8_s1"):
-            assert f[f"rgb/mean/{g}"].attrs["starts"].tolist() == f[f"flow/mean/{g}"].attrs["starts"].tolist()
-            assert f[f"flow/mean/{g}"].shape[1] == 4                  # 2 flow channels x (mean, std)
-        flow_stds = f["flow/mean/L4_s1"][:, 2:]
+            assert f[f"rgb/stats/mean/{g}"].attrs["starts"].tolist() == f[f"flow/stats/mean/{g}"].attrs["starts"].tolist()
+            assert f[f"flow/stats/mean/{g}"].shape[1] == 4                  # 2 flow channels x (mean, std)
+        flow_stds = f["flow/stats/mean/L4_s1"][:, 2:]
     assert flow_stds.min() > 1e-6                  # the sprite moves: flow is neither zero nor constant
     result = compute_descriptors(e, d)
     with h5py.File(result.folder / "descriptors.h5", "r") as f:
         assert f.attrs["d"] == 16 and f["descriptors"].shape == (9, 16 * 17 // 2)
     with h5py.File(result.folder / "sketch.h5", "r") as f:
-        assert f["rgb/mean/h"].shape == (6,) and f["flow/mean/h"].shape == (4,)
+        assert f["rgb/stats/mean/h"].shape == (6,) and f["flow/stats/mean/h"].shape == (4,)
 
 
 def test_a_checkpoint_file_for_rgb_needs_one_for_flow():
@@ -207,7 +207,7 @@ def test_mean_and_max_pooling_are_two_parts(tiny_args):
     e, d = parse_overrides(tiny_args + ["pool=('mean','max')", "sketch_dim=4"], ExtractConfig, DescriptorConfig)
     folder = extract_features(e).folder
     with h5py.File(folder / "items" / "move_up" / "move_up_001.avi.h5", "r") as f:
-        mean, peak = f["rgb/mean/L8_s1"][()], f["rgb/max/L8_s1"][()]
+        mean, peak = f["rgb/stats/mean/L8_s1"][()], f["rgb/stats/max/L8_s1"][()]
     assert mean.shape == peak.shape and (peak >= mean - 1e-6).all() and (peak > mean + 1e-6).any()
     with h5py.File(compute_descriptors(e, d).folder / "descriptors.h5", "r") as f:
         assert f.attrs["d"] == 8

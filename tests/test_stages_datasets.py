@@ -27,7 +27,7 @@ def test_mpii_segments_through_all_stages(tmp_path, caplog):
     item = next((tmp_path / "c" / "features").rglob("s08-d01-cam-002/50-120.h5"))
     with h5py.File(item, "r") as f:
         assert f.attrs["num_frames"] == 70 and f.attrs["frame_range"].tolist() == [50, 120]
-        assert f["rgb/mean/L8_s1"].attrs["starts"].tolist() == [0, 8, 16, 24, 32, 40, 48, 56, 62]
+        assert f["rgb/stats/mean/L8_s1"].attrs["starts"].tolist() == [0, 8, 16, 24, 32, 40, 48, 56, 62]
     assert descriptors.main(args) == 0
     assert evaluate.main(args) == 0
     results = json.loads(next((tmp_path / "c").rglob("results.json")).read_text())

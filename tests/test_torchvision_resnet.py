@@ -88,3 +88,15 @@ def test_hub_uses_torchvision_imagenet1k_v2(tmp_path, monkeypatch, resnet50, nam
 
 def test_registered():
     assert {"resnet50", "resnet101"} <= set(BACKBONES)
+
+
+def test_forward_layers_derives_pool_and_logits_from_the_same_layer4(resnet50):
+    x = torch.randn(2, 3, 3, 64, 32)
+    with torch.no_grad():
+        logits, layer4, pool = resnet50.forward_layers(x, ("logits", "layer4", "pool"))
+        assert layer4.shape == (2, 2048, 3, 2, 1) and pool.shape == (2, 2048, 3, 1, 1)
+        torch.testing.assert_close(pool, layer4.mean(dim=(3, 4), keepdim=True))
+        fc = resnet50.net.fc(pool[..., 0, 0].transpose(1, 2))           # (B, T, 1000)
+        torch.testing.assert_close(logits[..., 0, 0], fc.transpose(1, 2))
+    with pytest.raises(ValueError, match=r"layers=\(\) is empty; choose one or more of \['layer4'"):
+        resnet50.forward_layers(x, ())

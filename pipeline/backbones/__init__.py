@@ -19,6 +19,13 @@ def register(name: str) -> Callable[[Builder], Builder]:
     return add
 
 
+def builder_module(name: str) -> str:
+    """The module that registers backbone `name`: worker processes import it so that backbones
+    registered outside this package (plugins, test doubles) exist there too."""
+    builder = BACKBONES[name]
+    return getattr(builder, "func", builder).__module__
+
+
 def build_backbone(name: str, *, weights: str = "hub", seed: int = 0) -> tuple[Backbone, WeightsInfo]:
     """Build backbone `name` in eval mode with `weights` ("none" | "hub" | path)."""
     if name not in BACKBONES:
@@ -31,4 +38,5 @@ def build_backbone(name: str, *, weights: str = "hub", seed: int = 0) -> tuple[B
 from pipeline.backbones import pytorchvideo_zoo  # noqa: E402,F401
 from pipeline.backbones import inception_i3d, torchvision_resnet  # noqa: E402,F401
 
-__all__ = ["BACKBONES", "Backbone", "InputSpec", "WeightsError", "WeightsInfo", "build_backbone", "register"]
+__all__ = ["BACKBONES", "Backbone", "InputSpec", "WeightsError", "WeightsInfo", "build_backbone", "builder_module",
+           "register"]

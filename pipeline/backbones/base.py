@@ -1,7 +1,8 @@
 """The contract every feature extractor meets, and the weight loading they share.
 
-A backbone is a torch module that maps normalised clips (B, C, T, H, W) to a feature map
-(B, D, T', H', W') for a named layer; the stage-1 engine pools space and time itself.
+A backbone is a torch module that maps normalised clips (B, C, T, H, W) to feature maps
+(B, D, T', H', W') of named layers, several from one pass; the stage-1 engine pools space and
+time itself.
 Weights come from `weights=none|hub|<path>`; random initialisation is never silent.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import logging
 import os
 import urllib.error
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -43,9 +45,12 @@ class InputSpec:
 
 
 class Backbone(nn.Module):
-    """Base class: subclasses set `spec` and `layers` and implement `forward(x, layer)`.
+    """Base class: subclasses set `spec` and `layers` and implement `layer_maps(x, wanted)`.
 
-    forward(x: (B, C, T, H, W) normalised float, layer: str) -> (B, D, T', H', W')
+    forward_layers(x: (B, C, T, H, W) normalised float, layers: tuple[str, ...])
+        -> [(B, D, T', H', W') per layer, in the order asked], from ONE pass of the network that
+        stops at the deepest layer asked for.
+    forward(x, layer) -> forward_layers(x, (layer,))[0]; layer defaults to the first of `layers`.
     `layers` maps each supported layer name to a one-line description, first = default.
     """
 
@@ -56,6 +61,53 @@ class Backbone(nn.Module):
         if layer not in self.layers:
             raise ValueError(f"layer={layer!r} is not available for {type(self).__name__}; "
                              f"choose one of {sorted(self.layers)}")
+
+    def check_layers(self, layers: Iterable[str]) -> tuple[str, ...]:
+        """`layers` as a tuple of known, distinct names; at least one."""
+        if isinstance(layers, str):
+            raise TypeError(f"layers={layers!r} must be a tuple of layer names, e.g. ({layers!r},)")
+        layers = tuple(layers)
+        if not layers:
+            raise ValueError(f"layers=() is empty; choose one or more of {sorted(self.layers)}")
+        for layer in layers:
+            self.check_layer(layer)
+        repeated = sorted({layer for layer in layers if layers.count(layer) > 1})
+        if repeated:
+            raise ValueError(f"layers={layers!r} names {repeated} more than once; "
+                             f"ask for each layer once")
+        return layers
+
+    def forward(self, x: torch.Tensor, layer: str | None = None) -> torch.Tensor:
+        """x: (B, C, T, H, W) normalised -> (B, D, T', H', W') of `layer`."""
+        return self.forward_layers(x, (next(iter(self.layers)) if layer is None else layer,))[0]
+
+    def forward_layers(self, x: torch.Tensor, layers: Iterable[str]) -> list[torch.Tensor]:
+        """x: (B, C, T, H, W) normalised -> [(B, D, T', H', W') of each of `layers`, in order].
+
+        Runs layer_maps once and stops consuming it as soon as every layer asked for is out,
+        so nothing deeper than the deepest of them is computed."""
+        layers = self.check_layers(layers)
+        wanted, maps = frozenset(layers), {}
+        for name, y in self.layer_maps(x, wanted):
+            if name in wanted:
+                maps[name] = y
+                if len(maps) == len(wanted):
+                    break
+        return [maps[layer] for layer in layers]
+
+    def layer_maps(self, x: torch.Tensor, wanted: frozenset[str]) -> Iterator[tuple[str, torch.Tensor]]:
+        """Yield (layer, map) from shallow to deep, each computed only when the next one is asked
+        for. `wanted` (known layers) lets a network skip side branches nobody asked for; layers
+        outside it may still be yielded and are ignored.
+
+        This fallback, for subclasses that implement only `forward(x, layer)`, runs the network
+        once per layer; every registered backbone overrides it with a single pass."""
+        if type(self).forward is Backbone.forward:
+            raise NotImplementedError(f"{type(self).__name__} implements neither layer_maps "
+                                      f"nor forward")
+        for layer in self.layers:
+            if layer in wanted:
+                yield layer, self.forward(x, layer)
 
 
 @dataclasses.dataclass(frozen=True)

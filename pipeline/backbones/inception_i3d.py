@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -116,8 +117,9 @@ class InceptionI3d(Backbone):
     """Inception-v1 inflated to 3D; attribute names follow pytorch-i3d (Conv3d_1a_7x7, ...,
     Mixed_5c, logits) so its state dicts load with strict key matching.
 
-    forward(x: (B, C, T, H, W) in [-1, 1], layer) -> (B, D, T', H', W'); at 224 px and T frames
-    Mixed_5c is (B, 1024, ceil(T / 8), 7, 7) and `pool` / `logits` are (B, D, ceil(T / 8) - 1, 1, 1).
+    forward(x: (B, C, T, H, W) in [-1, 1], layer) -> (B, D, T', H', W'); forward_layers(x, layers)
+    gives one such map per layer from one pass (see Backbone). At 224 px and T frames Mixed_5c is
+    (B, 1024, ceil(T / 8), 7, 7) and `pool` / `logits` are (B, D, ceil(T / 8) - 1, 1, 1).
     """
 
     layers = LAYERS
@@ -151,24 +153,23 @@ class InceptionI3d(Backbone):
             x = getattr(self, name)(x)
         return x
 
-    def forward(self, x: torch.Tensor, layer: str = "logits") -> torch.Tensor:
-        """x: (B, C, T, H, W) normalised to [-1, 1] -> (B, D, T', H', W') of `layer`."""
-        self.check_layer(layer)
+    def layer_maps(self, x: torch.Tensor, wanted: frozenset[str]) -> Iterator[tuple[str, torch.Tensor]]:
+        """x: (B, C, T, H, W) normalised to [-1, 1] -> yields mixed_5c, pool, logits in turn, each
+        from the one before (see Backbone.forward_layers)."""
         if x.ndim != 5 or x.shape[1] != self.spec.channels:
             raise ValueError(f"expected clips (B, {self.spec.channels}, T, H, W), got {tuple(x.shape)}")
         x = self.mixed_5c(x)
-        if layer == "mixed_5c":
-            return x
+        yield "mixed_5c", x
         if x.shape[2] < LOGITS_POOL[0]:
-            raise ValueError(f"layer={layer!r} needs clips of at least {MIN_FRAMES} frames "
+            deeper = [layer for layer in ("logits", "pool") if layer in wanted] or ["pool"]
+            raise ValueError(f"layer={deeper[0]!r} needs clips of at least {MIN_FRAMES} frames "
                              f"(Mixed_5c has {x.shape[2]} time step(s), the pool needs 2)")
         # pytorch-i3d pools 2 x 7 x 7 with stride 1. Inputs smaller than 224 px (Mixed_5c under
         # 7 x 7) are pooled over their whole extent instead of failing (ours; same result at 224).
         kernel = (LOGITS_POOL[0], min(LOGITS_POOL[1], x.shape[3]), min(LOGITS_POOL[2], x.shape[4]))
         x = F.avg_pool3d(x, kernel, stride=1)
-        if layer == "pool":
-            return x
-        return self.logits(x)      # dropout of the original is the identity at inference
+        yield "pool", x
+        yield "logits", self.logits(x)      # dropout of the original is the identity at inference
 
 
 def adapt_state_dict(model: nn.Module):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -56,47 +57,48 @@ class ZooBackbone(Backbone):
         super().__init__()
         self.net, self.spec = net, spec
 
-    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+    def layer_maps(self, x: torch.Tensor, wanted: frozenset[str]) -> Iterator[tuple[str, torch.Tensor]]:
+        """x: (B, 3, T, H, W) normalised -> yields res5, pool, logits in turn, each from the one
+        before (see Backbone.forward_layers)."""
         for block in self.net.blocks[:-1]:
             x = block(x)
-        return x
-
-    def forward(self, x: torch.Tensor, layer: str = "logits") -> torch.Tensor:
-        """x: (B, 3, T, H, W) normalised -> (B, D, T', H', W')."""
-        self.check_layer(layer)
-        x = self.trunk(x)
-        if layer == "res5":
-            return x
+        yield "res5", x
         head = self.net.blocks[-1]
         if head.pool is not None:
             x = head.pool(x)
-        if layer == "pool":
-            return x
-        return head.proj(x.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
+        yield "pool", x
+        yield "logits", project(head, x)
 
 
 class SlowFastBackbone(ZooBackbone):
-    """SlowFast: the slow pathway sees every `alpha`-th frame of the fast one (alpha = 4)."""
+    """SlowFast: the slow pathway sees every `alpha`-th frame of the fast one (alpha = 4).
+
+    The two pathways run once; res5 (fast map resampled onto the slow grid, concatenated) and
+    pool (the network's own per-pathway pooling, concatenated) both branch off them."""
 
     alpha = 4
 
-    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+    def pathways(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """x: (B, 3, T, H, W) -> [slow (B, 2048, T/alpha, h, w), fast (B, 256, T, h, w)]."""
         paths = [x[:, :, :: self.alpha], x]
         for block in self.net.blocks[:-2]:
             paths = block(paths)
-        if self._pooling:                # pool and concatenate the pathways (head input)
-            return self.net.blocks[-2](paths)
-        slow, fast = paths               # res5: fast map resampled onto the slow grid
-        fast = F.adaptive_avg_pool3d(fast, slow.shape[2:])
-        return torch.cat([slow, fast], dim=1)
+        return paths
 
-    def forward(self, x: torch.Tensor, layer: str = "logits") -> torch.Tensor:
-        self.check_layer(layer)
-        self._pooling = layer != "res5"
-        x = self.trunk(x)
-        if layer in ("res5", "pool"):
-            return x
-        return self.net.blocks[-1].proj(x.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
+    def layer_maps(self, x: torch.Tensor, wanted: frozenset[str]) -> Iterator[tuple[str, torch.Tensor]]:
+        """x: (B, 3, T, H, W) normalised -> yields res5 (only if wanted: pool does not need it),
+        pool, logits; the pathways are computed once for all three."""
+        slow, fast = self.pathways(x)
+        if "res5" in wanted:       # the fast map resampled onto the slow grid: (B, 2304, T/alpha, h, w)
+            yield "res5", torch.cat([slow, F.adaptive_avg_pool3d(fast, slow.shape[2:])], dim=1)
+        x = self.net.blocks[-2]([slow, fast])       # each pathway pooled, then concatenated
+        yield "pool", x
+        yield "logits", project(self.net.blocks[-1], x)
+
+
+def project(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The head's classifier on pooled features: (B, D, T', H', W') -> (B, 400, T', H', W')."""
+    return head.proj(x.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
 
 
 def build_zoo(name: str, *, weights: str, seed: int) -> tuple[Backbone, WeightsInfo]:

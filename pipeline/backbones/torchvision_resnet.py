@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -36,7 +37,7 @@ class FrameResNet(Backbone):
     """A 2D torchvision ResNet run frame by frame; no information crosses frames.
 
     forward(x: (B, 3, T, H, W) normalised, layer) -> (B, D, T, H', W'), H' = ceil(H / 32) for
-    layer4 and 1 for pool / logits.
+    layer4 and 1 for pool / logits; forward_layers(x, layers) gives several from one pass.
     """
 
     layers = LAYERS
@@ -52,18 +53,21 @@ class FrameResNet(Backbone):
         x = net.maxpool(net.relu(net.bn1(net.conv1(frames))))
         return net.layer4(net.layer3(net.layer2(net.layer1(x))))
 
-    def forward(self, x: torch.Tensor, layer: str = "pool") -> torch.Tensor:
-        """x: (B, 3, T, H, W) -> (B, D, T, H', W') of `layer`."""
-        self.check_layer(layer)
+    def layer_maps(self, x: torch.Tensor, wanted: frozenset[str]) -> Iterator[tuple[str, torch.Tensor]]:
+        """x: (B, 3, T, H, W) -> yields layer4, pool, logits as (B, D, T, H', W') in turn, each
+        from the one before (see Backbone.forward_layers)."""
         if x.ndim != 5 or x.shape[1] != 3:
             raise ValueError(f"expected clips (B, 3, T, H, W), got {tuple(x.shape)}")
         b, c, t, h, w = x.shape
+
+        def unfold(y: torch.Tensor) -> torch.Tensor:                     # (B*T, D, h', w') ->
+            return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)         # (B, D, T, h', w')
+
         y = self.layer4(x.transpose(1, 2).reshape(b * t, c, h, w))       # (B*T, 2048, h', w')
-        if layer != "layer4":
-            y = self.net.avgpool(y)                                      # (B*T, 2048, 1, 1)
-        if layer == "logits":
-            y = self.net.fc(y.flatten(1))[:, :, None, None]              # (B*T, 1000, 1, 1)
-        return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)             # (B, D, T, h', w')
+        yield "layer4", unfold(y)
+        y = self.net.avgpool(y)                                          # (B*T, 2048, 1, 1)
+        yield "pool", unfold(y)
+        yield "logits", unfold(self.net.fc(y.flatten(1))[:, :, None, None])   # (B*T, 1000, 1, 1)
 
 
 def build_resnet(name: str, *, weights: str, seed: int) -> tuple[Backbone, WeightsInfo]:
