@@ -16,10 +16,12 @@ from pipeline.backbones import BACKBONES, Backbone, InputSpec, WeightsInfo, regi
 
 
 class CountingBackbone(Backbone):
-    """Features = per-channel spatial mean and std of each frame: (B, 6, T, 1, 1)."""
+    """Layer "stats": per-channel mean and std of each quadrant of each frame (B, 2C, T, 2, 2);
+    "means": per-channel frame means (B, C, T, 1, 1)."""
 
     spec = InputSpec(channels=3, size=32, min_frames=1)
-    layers = {"stats": "per-frame channel means and standard deviations"}
+    layers = {"stats": "per-quadrant channel means and standard deviations",
+              "means": "per-frame channel means"}
     calls = 0          # forward passes, over all instances
     windows = 0        # windows seen
 
@@ -27,8 +29,11 @@ class CountingBackbone(Backbone):
         self.check_layer(layer)
         type(self).calls += 1
         type(self).windows += x.shape[0]
-        stats = torch.cat([x.mean(dim=(3, 4)), x.std(dim=(3, 4))], dim=1)
-        return stats[..., None, None]
+        if layer == "means":
+            return x.mean(dim=(3, 4), keepdim=True)
+        b, c, t, h, w = x.shape
+        q = x.reshape(b, c, t, 2, h // 2, 2, w // 2)
+        return torch.cat([q.mean(dim=(4, 6)), q.std(dim=(4, 6))], dim=1)
 
 
 class CountingFlowBackbone(CountingBackbone):
