@@ -124,8 +124,15 @@ def run_job(job: Job, folder: Path, ids: list[str], *, backend: str = "serial", 
         log.info("running %d items in %d chunks on %d local processes (%d threads each)",
                  len(ids), len(parts), workers, threads)
         run = joblib.Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")
-        for results in run(joblib.delayed(run_chunk)(job, folder, part, threads) for part in parts):
-            collect(results)
+        reported: set[str] = set()
+        try:
+            for results in run(joblib.delayed(run_chunk)(job, folder, part, threads) for part in parts):
+                reported.update(results)
+                collect(results)
+        except Exception as exc:  # noqa: BLE001 - e.g. a worker killed (OOM, SIGKILL, segfault)
+            log.error("the worker processes stopped: %s", reason(exc))
+            collect({i: f"a worker process died before finishing it ({reason(exc)})"
+                     for i in ids if i not in reported})
         return failures
     threads = threads if scheduler == "local" else 0    # a remote worker knows its own cores
     for part, results in _dask_map(job, folder, parts, workers, threads, scheduler):

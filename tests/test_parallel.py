@@ -84,3 +84,23 @@ def test_backend_output_equals_the_single_process_run(tiny_args, tmp_path, backe
     assert snapshot(result.folder) == snapshot(features)
     ids2, descriptors, _ = load_view(compute_descriptors(e2, d2).folder)
     assert ids2 == ids and np.array_equal(descriptors, reference)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_fails_only_its_items_and_a_rerun_completes(tiny_args, tmp_path, monkeypatch):
+    e, = parse_overrides(tiny_args, ExtractConfig)
+    reference = snapshot(extract_features(e).folder)
+    args = [a for a in tiny_args if not a.startswith("cache_root")] + [
+        f"cache_root={str(tmp_path / 'killed')!r}", "backend=processes", "workers=2"]
+    e2, = parse_overrides(args, ExtractConfig)
+    from joblib.externals.loky import get_reusable_executor
+    get_reusable_executor().shutdown(wait=True)    # fresh workers, which read FAKE_KILL_AT
+    monkeypatch.setenv("FAKE_KILL_AT", "2")        # each worker SIGKILLs itself at its 2nd item
+    first = extract_features(e2)
+    assert first.failures and all("worker process died" in r for r in first.failures.values())
+    assert (first.folder / "manifest.json").is_file()              # the driver went on
+    monkeypatch.delenv("FAKE_KILL_AT")
+    get_reusable_executor().shutdown(wait=True)
+    rerun = extract_features(e2)
+    assert rerun.ok and rerun.computed == len(first.failures)
+    assert snapshot(rerun.folder) == reference
