@@ -148,6 +148,7 @@ def _dask_map(job: Job, folder: Path, parts: list[list[str]], workers: int, thre
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
         raise RuntimeError("backend=dask needs dask.distributed: pip install 'dask[distributed]'") from None
+    logging.getLogger("distributed").setLevel(logging.WARNING)   # its import sets INFO chatter
     cluster = None
     if scheduler == "local":
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
