@@ -2,10 +2,14 @@
 packing of unique entries, and fast packed EPN descriptors that never form the d^3 tensor."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
-from typing import Any, Mapping, Sequence
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -186,7 +190,44 @@ def pool(phi, order: int, weights=None, center: bool = False):
 # --------------------------------------------------------------------------------------------
 # fast HoT descriptors (numpy)
 # --------------------------------------------------------------------------------------------
-_BLOCKS = (32, 16)  # rows per block, reconstruction stages 2 and 3 (fastest at d=128, k=64)
+_BLOCK = 8  # rows per block in the reconstruction (fastest at d=128, k=64)
+_STACK_BYTES = 32 << 20  # (ours) videos are stacked into one computation up to ~32 MiB of work
+
+
+class _Scratch:
+    """Work arrays reused from call to call for the big intermediates (ours): freshly mapped
+    memory costs a page fault per 4 KiB, and unmapping it stalls every thread of the process;
+    depending on the allocator's state that churn made threaded batches run at one-core speed.
+    One per computation running at a time; free ones wait in _FREE_SCRATCH. Buffers grow to
+    the largest stack's needs (about _STACK_BYTES, see _stacks) and are kept."""
+
+    def __init__(self) -> None:
+        self._bufs: dict[str, np.ndarray] = {}
+
+    def array(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """An uninitialised C-contiguous array of shape and dtype, on buffer `name`."""
+        dtype = np.dtype(dtype)
+        nbytes = math.prod(shape) * dtype.itemsize
+        buf = self._bufs.get(name)
+        if buf is None or buf.size < nbytes:
+            buf = self._bufs[name] = np.empty(nbytes, dtype=np.uint8)
+        return buf[:nbytes].view(dtype).reshape(shape)
+
+
+_FREE_SCRATCH: list[_Scratch] = []  # list.pop and list.append are atomic
+
+
+@contextlib.contextmanager
+def _scratch():
+    """A _Scratch for the duration of one computation, back on the free list after."""
+    try:
+        scratch = _FREE_SCRATCH.pop()
+    except IndexError:
+        scratch = _Scratch()
+    try:
+        yield scratch
+    finally:
+        _FREE_SCRATCH.append(scratch)
 
 
 @functools.lru_cache(maxsize=16)
@@ -197,9 +238,11 @@ def _triple_offsets(d: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _flat_pack_index(d: int, order: int) -> np.ndarray:
-    """pack_indices as flat indices into a C-ordered (d,) * order array (np.take is faster)."""
-    flat = np.ravel_multi_index(pack_indices(d, order), (d,) * order)
+def _pair_major_index(k: int) -> np.ndarray:
+    """Flat positions of the TO pack-order entries (i, j, l) in a (k(k+1)/2, k) array indexed
+    [SO pack position of (j, l), i]: (off2[j] + l - j) k + i."""
+    i, j, l = pack_indices(k, 3)
+    flat = (_pair_offsets(k)[j] + l - j) * k + i
     flat.flags.writeable = False
     return flat
 
@@ -215,99 +258,142 @@ def _full_to_packed(k: int) -> np.ndarray:
     return pos
 
 
-def _reconstruct_pack_to(core_hat: np.ndarray, U: np.ndarray,
-                         blocks: tuple[int, int] = _BLOCKS) -> np.ndarray:
-    """pack(core_hat x1 U x2 U x3 U) for super-symmetric core_hat (k, k, k), U (d, k).
+def _row_blocks(d: int, block: int) -> list[tuple[int, int]]:
+    return [(y0, min(d, y0 + block)) for y0 in range(0, d, block)]
 
-    Only unique outputs are formed, with three GEMM stages (by super-symmetry the mode order is
-    free): T1[b, z, a] = sum_c U[z, c] core[b, c, a]; T2[(y, z), a] = sum_b U[y, b] T1[b, z, a]
-    for y <= z; out[x, (y, z)] = sum_a U[x, a] T2[(y, z), a] for x <= y <= z. Rows go in blocks
-    (blocks = rows per block in stages 2, 3), each taking only the column suffix it needs (pairs
-    and triples are lexicographic), so the work is ~ k^3 d + k^2 d^2 / 2 + k d^3 / 6 multiply-adds.
+
+@functools.lru_cache(maxsize=16)
+def _tile_index(d: int, block: int) -> tuple[np.ndarray, int]:
+    """(flat, size): where each TO pack-order entry (x, y, z) lies in _reconstruct_pack_to's tiles.
+
+    The tile of row block [y0, y1) is S[x, y, z] for x < y1, y0 <= y < y1, z >= y0, C order,
+    tiles one after another; size is their total length.
     """
-    k = core_hat.shape[0]
-    d = U.shape[0]
-    b2, b3 = blocks
-    off2, off3 = _pair_offsets(d), _triple_offsets(d)
-    T1 = np.matmul(U, core_hat).reshape(k, d * k)  # (b, (z, a))
-    T2 = np.empty((int(off2[-1]), k), dtype=core_hat.dtype)
-    for y0 in range(0, d, b2):
-        y1 = min(d, y0 + b2)
-        blk = (U[y0:y1] @ T1[:, y0 * k:]).reshape(y1 - y0, d - y0, k)  # (y, z >= y0, a)
-        for y in range(y0, y1):
-            T2[off2[y]:off2[y + 1]] = blk[y - y0, y - y0:]
-    out = np.empty(int(off3[-1]), dtype=core_hat.dtype)
-    for x0 in range(0, d, b3):
-        x1 = min(d, x0 + b3)
-        p0 = off2[x0]
-        blk = T2[p0:] @ U[x0:x1].T  # (pairs with y >= x0, x): the BLAS-friendly orientation
-        for x in range(x0, x1):
-            out[off3[x]:off3[x + 1]] = blk[off2[x] - p0:, x - x0]
-    return out
+    x, y, z = pack_indices(d, 3)
+    starts, size = [], 0
+    for y0, y1 in _row_blocks(d, block):
+        starts.append(size)
+        size += y1 * (y1 - y0) * (d - y0)
+    y0 = y - y % block
+    width = d - y0  # z runs over [y0, d)
+    flat = np.asarray(starts)[y // block] + (x * np.minimum(block, width) + y - y0) * width \
+        + z - y0
+    flat.flags.writeable = False
+    return flat, size
+
+
+def _reconstruct_flops(d: int, k: int, block: int = _BLOCK) -> int:
+    """Multiply-adds of _reconstruct_pack_to as executed (tiles' waste included)."""
+    return k ** 3 * d + sum((y1 - y0) * k * k * (d - y0) + y1 * k * (y1 - y0) * (d - y0)
+                            for y0, y1 in _row_blocks(d, block))
+
+
+def _reconstruct_pack_to(core_hat: np.ndarray, U: np.ndarray, block: int = _BLOCK, *,
+                         out: np.ndarray | None = None,
+                         scratch: _Scratch | None = None) -> np.ndarray:
+    """pack(core_hat x1 U x2 U x3 U) for super-symmetric core_hat (..., k, k, k), U (..., d, k).
+
+    Three GEMM stages (by super-symmetry the mode order is free), over row blocks
+    [y0, y1) of `block` rows: T1[b, y, a] = sum_c U[y, c] core[b, c, a];
+    T2[a, y, z] = sum_b T1[b, y, a] U[z, b] for y in the block and z >= y0;
+    S[x, y, z] = sum_a U[x, a] T2[a, y, z] for x < y1 (one GEMM per block). The tiles S hold
+    every x <= y <= z once (plus the few x > y or z < y near the block's diagonal); one gather
+    puts them in pack order. Few, large BLAS calls, so threads running other videos meanwhile
+    seldom wait for the GIL. Work: _reconstruct_flops (~ k^3 d + k^2 d^2 / 2 + k d^3 / 6
+    multiply-adds). out: (..., n_unique(d, 3)) to write into; scratch: where T1, T2, S live.
+    """
+    k = core_hat.shape[-1]
+    batch, d = U.shape[:-2], U.shape[-2]
+    dtype = core_hat.dtype
+    scratch = _Scratch() if scratch is None else scratch
+    flat, size = _tile_index(d, block)
+    T1 = np.matmul(U[..., None, :, :], core_hat,
+                   out=scratch.array("T1", (*batch, k, d, k), dtype))  # (..., b, y, a)
+    S = scratch.array("tiles", (*batch, size), dtype)
+    start = 0
+    for y0, y1 in _row_blocks(d, block):
+        b, width = y1 - y0, d - y0
+        T2 = scratch.array("T2", (*batch, k, b, width), dtype)  # (..., a, y, z)
+        np.matmul(np.moveaxis(T1[..., y0:y1, :], -3, -1), U[..., None, y0:, :].mT,
+                  out=T2.swapaxes(-3, -2))
+        S_blk = S[..., start:start + y1 * b * width].reshape(*batch, y1, b * width)
+        np.matmul(U[..., :y1, :], T2.reshape(*batch, k, b * width), out=S_blk)  # (x, (y, z))
+        start += y1 * b * width
+    if out is None:
+        out = np.empty((*batch, len(flat)), dtype=dtype)
+    return np.take(S, flat, axis=-1, mode="wrap", out=out)
 
 
 def _range_basis(psi: np.ndarray):
-    """(Q, Y): psi = Y Q^T with Q (d, k) orthonormal, Y (N, k), k = N, when N < d; else (None, psi).
+    """(Q, Y): psi = Y Q^T with Q (..., d, k) orthonormal, Y (..., N, k), k = N, when N < d;
+    else (None, psi).
 
     All of X lives in span(psi_n), so the EPN is solved in k dimensions and lifted back with Q;
     the null space of X_(1) X_(1)^T (exact zeros, g(0) = 0) is never formed.
     """
-    N, d = psi.shape
+    N, d = psi.shape[-2:]
     if N >= d:
         return None, psi
-    Q, R = np.linalg.qr(psi.T)  # psi^T = Q R
-    return Q, np.ascontiguousarray(R.T)
+    Q, R = np.linalg.qr(psi.mT)  # psi^T = Q R
+    return Q, np.ascontiguousarray(R.mT)
 
 
-def _so_descriptor(psi, a, fn, spectrum_norm):
+def _so_descriptors(psi, a, fn, spectrum_norm, out, scratch):
+    """SO EPN of X = Psi^T A Psi, psi (B, N, d), a (B, N) -> out (B, n_unique(d, 2))."""
     Q, Y = _range_basis(psi)
-    lam, V = np.linalg.eigh(Y.T @ (a[:, None] * Y))
+    lam, V = np.linalg.eigh(Y.mT @ (a[..., :, None] * Y))
     lam_hat = apply_spectral(lam, fn, spectrum_norm, order=2)
     U = V if Q is None else Q @ V
-    Xhat = (U * lam_hat) @ U.T
-    return Xhat[pack_indices(psi.shape[1], 2)]
+    Xhat = (U * lam_hat[..., None, :]) @ U.mT
+    out[...] = Xhat[(..., *pack_indices(psi.shape[-1], 2))]
 
 
-def _to_descriptor(psi, a, fn, spectrum_norm):
+def _to_descriptors(psi, a, fn, spectrum_norm, out, scratch):
+    """TO EPN of X = sum_n a_n psi_n^(x)3, psi (B, N, d), a (B, N) -> out (B, n_unique(d, 3))."""
     Q, Y = _range_basis(psi)
-    N, k = Y.shape
-    G = Y @ Y.T  # Gram matrix Psi Psi^T (N, N)
-    C = a[:, None] * (G * G) * a[None, :]
-    _, V = np.linalg.eigh(Y.T @ C @ Y)  # X_(1) X_(1)^T = Psi^T A (G o G) A Psi (METHOD.md)
-    Z = Y @ V  # (N, k) coordinates U^T psi_n
-    kr = (Z[:, :, None] * Z[:, None, :]).reshape(N, k * k)
-    core = ((a[:, None] * Z).T @ kr).reshape(k, k, k)  # sum_n a_n (U^T psi_n)^(x)3
+    batch, k = Y.shape[:-2], Y.shape[-1]
+    G = Y @ Y.mT  # Gram matrix Psi Psi^T (N, N)
+    C = a[..., :, None] * (G * G) * a[..., None, :]
+    _, V = np.linalg.eigh(Y.mT @ C @ Y)  # X_(1) X_(1)^T = Psi^T A (G o G) A Psi (METHOD.md)
+    Z = np.ascontiguousarray((Y @ V).mT)  # (B, k, N): Z[i, n] = u_i^T psi_n
+    # core[i, j, l] = sum_n a_n Z[i, n] Z[j, n] Z[l, n] (METHOD.md: (1/N) sum_n (U^T phi_n)^(x)3),
+    # formed for the pairs j <= l only: (pairs, k), then the unique i <= j <= l in pack order
+    j, l = pack_indices(k, 2)
+    core = (Z[..., j, :] * Z[..., l, :]) @ (a[..., :, None] * Z.mT)
+    packed = np.take(core.reshape(*batch, -1), _pair_major_index(k), axis=-1)
     # g acts on the k(k+1)(k+2)/6 unique core entries only; norms count their multiplicities
-    packed = np.take(core.reshape(-1), _flat_pack_index(k, 3))
     packed_hat = apply_spectral(packed, fn, spectrum_norm, order=3, n_axes=1,
                                 multiplicity=pack_weights(k, 3).astype(core.dtype), side=k)
     U = V if Q is None else Q @ V
-    core_hat = np.take(packed_hat, _full_to_packed(k).reshape(-1)).reshape(k, k, k)
-    return _reconstruct_pack_to(core_hat, np.ascontiguousarray(U))
+    core_hat = np.take(packed_hat, _full_to_packed(k), axis=-1, mode="wrap",
+                       out=scratch.array("core", (*batch, k, k, k), core.dtype))
+    _reconstruct_pack_to(core_hat, np.ascontiguousarray(U), out=out, scratch=scratch)
 
 
-_DESCRIPTORS = {2: _so_descriptor, 3: _to_descriptor}
+_DESCRIPTORS = {2: _so_descriptors, 3: _to_descriptors}
 
 
-def descriptor_flops(N: int, d: int, order: int, blocks: tuple[int, int] = _BLOCKS) -> int:
+def descriptor_flops(N: int, d: int, order: int, block: int = _BLOCK) -> int:
     """Floating-point operations of hot_descriptor for phi (N, d) (2 per multiply-add).
 
-    Counts the dense products as executed (block waste included) plus LAPACK's nominal costs:
-    QR 2 d N^2 - 2/3 N^3 (only when N < d) and symmetric eigh with vectors ~ 9 k^3 (Golub & Van
-    Loan), k = min(N, d). Entry-wise work (g, gathers) is not counted.
+    Counts the dense products as executed (block waste included) plus LAPACK's nominal costs,
+    k = min(N, d): the thin QR psi^T = Q R (only when N < d) is xGEQRF 2 d N^2 - 2/3 N^3 plus
+    xORGQR forming the thin Q, the same again (LAPACK Working Note 41); symmetric eigh with
+    vectors ~ 9 k^3 (Golub & Van Loan). Multiply-adds, with P = k(k+1)/2 pairs:
+    SO: Y^T A Y N k^2, lift U = Q V d k^2, U diag(g) U^T d^2 k.
+    TO: Gram Y Y^T N^2 k, Y^T C Y N^2 k + N k^2, Z = Y V N k^2, core pairs P x N x k, lift
+    d k^2, reconstruction _reconstruct_flops (~ k^3 d + k^2 d^2 / 2 + k d^3 / 6).
+    Entry-wise work (g, gathers, Hadamard products) is not counted.
     """
     _check_order(order)
     k = min(N, d)
-    qr = 2 * d * N * N - 2 * N ** 3 // 3 if N < d else 0
+    qr = 2 * (2 * d * N * N - 2 * N ** 3 / 3) if N < d else 0
     lift = d * k * k if N < d else 0  # U = Q V
     if order == 2:
         return int(qr + 2 * (N * k * k + lift + d * d * k) + 9 * k ** 3)
-    off2 = _pair_offsets(d)
     macs = 2 * N * N * k + 2 * N * k * k  # Gram, Y^T C Y (k x k), Z = Y V
-    macs += N * k ** 3 + lift + k ** 3 * d  # core, lift, T1
-    b2, b3 = blocks
-    macs += sum((min(d, y0 + b2) - y0) * k * (d - y0) * k for y0 in range(0, d, b2))
-    macs += sum((min(d, x0 + b3) - x0) * k * int(off2[-1] - off2[x0]) for x0 in range(0, d, b3))
+    macs += N * k * k * (k + 1) // 2 + lift  # core (pairs j <= l), lift
+    macs += _reconstruct_flops(d, k, block)
     return int(qr + 2 * macs + 9 * k ** 3)
 
 
@@ -331,18 +417,96 @@ def hot_descriptor(phi, *, order: int, epn: str | SpectralFunction = "maxexp",
 
     SO: eigh of X (in span(phi) when N < d). TO (HoT + METHOD.md "cheap algebra"): U from
     X_(1) X_(1)^T = (1/N^2) Phi^T (G o G) Phi with weights folded in, core (1/N) sum_n
-    (U^T phi_n)^(x)3, g on the core, symmetric blocked reconstruction straight into pack order;
-    never d^4 work and never a d^3 tensor. Equal (to rounding) to pack(epn_to(pool(phi, 3))).
+    (U^T phi_n)^(x)3, g on its unique entries, blocked reconstruction of the unique outputs
+    (_reconstruct_pack_to); never d^4 work and never a d^3 tensor. Equal (to rounding) to
+    pack(epn_to(pool(phi, 3))).
     epn, epn_params: see epn.make_epn (eta='N' is resolved to N). Other arguments as in pool.
     """
-    _check_order(order)
-    phi = _check_phi(phi)
-    if weights is not None:
-        weights = np.asarray(weights, dtype=phi.dtype)
-    fn = resolve_epn(epn, epn_params, n_windows=phi.shape[0])
-    psi, a = _prepare(phi, order, weights, center)
-    out = _DESCRIPTORS[order](psi, a, fn, spectrum_norm)
-    return out.astype(phi.dtype, copy=False)
+    return hot_descriptors([phi], order=order, epn=epn, epn_params=epn_params,
+                           spectrum_norm=spectrum_norm,
+                           weights=None if weights is None else [weights], center=center)[0]
+
+
+@functools.cache
+def _blas_controller():
+    """threadpoolctl's handle on the loaded BLAS libraries (numpy's), made once (~15 ms)."""
+    from threadpoolctl import ThreadpoolController  # a dependency of scikit-learn
+
+    return ThreadpoolController().select(user_api="blas")
+
+
+@functools.lru_cache(maxsize=None)
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A lasting pool of helper threads: fresh threads would redo BLAS's per-thread setup."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="hot_descriptors")
+
+
+_THREADED = threading.Lock()  # held while a batch runs on threads with BLAS limited
+
+
+def _after_fork_in_child() -> None:
+    global _THREADED
+    _pool.cache_clear()  # a forked child has none of the parent's threads
+    _THREADED = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _blas_threads() -> int:
+    return max((lib["num_threads"] for lib in _blas_controller().info()), default=1)
+
+
+def _run_all(fn: Callable[[int], None], n: int, threads: int) -> None:
+    """fn(t) for t in range(n), on min(n, threads) threads with a one-thread BLAS (ours).
+
+    Each task is many small GEMMs, LAPACK on k x k matrices and entry-wise passes, which BLAS
+    threads barely speed up; tasks at once on threads (numpy releases the GIL) use every core
+    BLAS was given (OMP_NUM_THREADS, a joblib worker's share). The calling thread takes tasks
+    too, beside threads - 1 helpers. BLAS is limited to one thread process-wide meanwhile
+    (threadpoolctl), so the threads never oversubscribe the cores; a batch started while
+    another holds that limit runs its tasks one after another.
+    """
+    if min(n, threads) <= 1 or not _THREADED.acquire(blocking=False):
+        for t in range(n):
+            fn(t)
+        return
+    tasks = iter(range(n))  # shared: next() on it is atomic under the GIL
+
+    def drain() -> None:
+        for t in tasks:
+            fn(t)
+
+    try:
+        with _blas_controller().limit(limits=1):
+            helpers = [_pool(threads - 1).submit(drain) for _ in range(min(n, threads) - 1)]
+            try:
+                drain()
+            finally:  # helpers finish (or fail) before the BLAS limit is lifted
+                for helper in helpers:
+                    helper.result()
+    finally:
+        _THREADED.release()
+
+
+def _stacks(n_windows: list[int], d: int, itemsize: int, threads: int) -> list[tuple[int, int]]:
+    """Runs [b0, b1) of consecutive videos with equal N, computed as one stack (ours).
+
+    A stack shares every numpy call, so the per-call overhead (and the GIL hand-overs between
+    threads) is paid once per stack; stacks are at most ceil(B / threads) videos, so each
+    thread gets one, and hold at most _STACK_BYTES of work arrays (T1, core and tiles of
+    _to_descriptors: ~ 2 k^2 d + d^3 / 4 numbers per video, k = min(N, d)).
+    """
+    k = min(max(n_windows), d)
+    per_video = itemsize * (2 * k * k * d + d ** 3 // 4)
+    size = max(1, min(-(-len(n_windows) // threads), _STACK_BYTES // per_video))
+    runs, b0 = [], 0
+    for b in range(1, len(n_windows) + 1):
+        if b == len(n_windows) or n_windows[b] != n_windows[b0] or b - b0 == size:
+            runs.append((b0, b))
+            b0 = b
+    return runs
 
 
 def hot_descriptors(phis: Sequence[np.ndarray], *, order: int,
@@ -353,20 +517,41 @@ def hot_descriptors(phis: Sequence[np.ndarray], *, order: int,
     """hot_descriptor for each video: phis, a list of (N_b, d) -> (B, n_unique).
 
     N_b may differ between videos (eta='N' then differs too); d must not. weights: a list of
-    (N_b,) or None. The dtype is float32 only if every phi is float32.
+    (N_b,) or None. Computed in float32 only if every phi is float32, else in float64.
+    Consecutive videos with equal N are stacked into shared numpy calls, and stacks run on as
+    many threads as BLAS has (_stacks, _run_all); rows equal lone hot_descriptor calls to
+    rounding (BLAS sums in another order with another thread count).
     """
-    phis = list(phis)
+    _check_order(order)
+    phis = [_check_phi(p) for p in phis]
     if not phis:
         raise ValueError("phis is empty; expected a list of (N, d) arrays")
-    dims = {np.shape(p)[-1] for p in phis}
+    dims = {p.shape[1] for p in phis}
     if len(dims) != 1:
         raise ValueError(f"all phi must share d; got d in {sorted(dims)}")
+    d = dims.pop()
     if weights is not None and len(weights) != len(phis):
         raise ValueError(f"weights has {len(weights)} entries for {len(phis)} videos")
-    dtype = np.float32 if all(np.asarray(p).dtype == np.float32 for p in phis) else np.float64
-    out = np.empty((len(phis), n_unique(dims.pop(), order)), dtype=dtype)
-    for b, phi in enumerate(phis):
-        out[b] = hot_descriptor(phi, order=order, epn=epn, epn_params=epn_params,
-                                spectrum_norm=spectrum_norm,
-                                weights=None if weights is None else weights[b], center=center)
+    dtype = np.float32 if all(p.dtype == np.float32 for p in phis) else np.float64
+    if weights is not None:
+        weights = [np.asarray(w, dtype=dtype) for w in weights]
+        for w, p in zip(weights, phis):
+            if w.shape != p.shape[:1]:
+                raise ValueError(f"weights has shape {w.shape}; expected {p.shape[:1]} "
+                                 "(one per window)")
+    n_windows = [p.shape[0] for p in phis]
+    fns = {N: resolve_epn(epn, epn_params, n_windows=N) for N in set(n_windows)}
+    out = np.empty((len(phis), n_unique(d, order)), dtype=dtype)
+    threads = _blas_threads()
+    stacks = _stacks(n_windows, d, out.itemsize, threads)
+
+    def run(s: int) -> None:
+        b0, b1 = stacks[s]
+        phi = np.stack(phis[b0:b1]).astype(dtype, copy=False)
+        w = None if weights is None else np.stack(weights[b0:b1])
+        psi, a = _prepare(phi, order, w, center)
+        with _scratch() as scratch:
+            _DESCRIPTORS[order](psi, a, fns[n_windows[b0]], spectrum_norm, out[b0:b1], scratch)
+
+    _run_all(run, len(stacks), threads)
     return out

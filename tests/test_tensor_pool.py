@@ -160,16 +160,50 @@ def test_hot_descriptors_batch_and_blocked_reconstruction():
     phis = [_phi(n, 37, seed=n) for n in (5, 40, 12)]  # 37: not a multiple of the block size
     out = TP.hot_descriptors(phis, order=3)
     assert out.shape == (3, TP.n_unique(37, 3))
-    for row, phi in zip(out, phis):
-        np.testing.assert_allclose(row, TP.hot_descriptor(phi, order=3), rtol=0, atol=0)
+    for row, phi in zip(out, phis):  # equal to rounding: BLAS threads differ (threaded batch)
+        np.testing.assert_allclose(row, TP.hot_descriptor(phi, order=3), rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(out[0], _slow(phis[0], 3, "maxexp", {}), rtol=1e-8, atol=1e-12)
     rng = np.random.default_rng(0)
     core = _sym(rng.standard_normal((4, 4, 4)))
     U = np.linalg.qr(rng.standard_normal((11, 4)))[0]
     full = np.einsum("abc,ia,jb,kc->ijk", core, U, U, U)
-    for blocks in ((1, 1), (3, 4), (4, 3), (16, 16)):
-        np.testing.assert_allclose(TP._reconstruct_pack_to(core, U, blocks), TP.pack(full),
+    for block in (1, 3, 4, 16):
+        np.testing.assert_allclose(TP._reconstruct_pack_to(core, U, block), TP.pack(full),
                                    atol=1e-14)
+    # stacked: (B, k, k, k) cores and (B, d, k) factors at once, as hot_descriptors runs them
+    cores = np.stack([core, _sym(rng.standard_normal((4, 4, 4)))])
+    Us = np.stack([U, np.linalg.qr(rng.standard_normal((11, 4)))[0]])
+    for block in (3, 8):
+        got = TP._reconstruct_pack_to(cores, Us, block)
+        for b in range(2):
+            want = TP.pack(np.einsum("abc,ia,jb,kc->ijk", cores[b], Us[b], Us[b], Us[b]))
+            np.testing.assert_allclose(got[b], want, atol=1e-14)
+
+
+@pytest.mark.parametrize("blas_threads", [1, 2])  # videos one after another / on 2 threads
+@pytest.mark.parametrize("order", [2, 3])
+def test_hot_descriptors_stacks_and_threads_equal_lone_calls(order, blas_threads):
+    """Consecutive videos with equal N are stacked into shared numpy calls and stacks run on
+    threads; every row still equals its lone hot_descriptor (to rounding), weights included,
+    and BLAS gets its thread count back."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    ns = (6, 6, 6, 9, 6, 6)
+    phis = [_phi(n, 7, seed=10 + b) for b, n in enumerate(ns)]
+    ws = [np.random.default_rng(20 + b).uniform(0.1, 2.0, n) for b, n in enumerate(ns)]
+    assert TP._stacks(list(ns), 7, 8, threads=2) == [(0, 3), (3, 4), (4, 6)]
+    assert TP._stacks(list(ns), 7, 8, threads=1) == [(0, 3), (3, 4), (4, 6)]
+    assert TP._stacks([6] * 8, 7, 8, threads=2) == [(0, 4), (4, 8)]
+    with threadpoolctl.threadpool_limits(limits=blas_threads, user_api="blas"):
+        before = TP._blas_threads()
+        out = TP.hot_descriptors(phis, order=order, weights=ws, center=True)
+        assert TP._blas_threads() == before
+    for row, phi, w in zip(out, phis, ws):
+        want = TP.hot_descriptor(phi, order=order, weights=w, center=True)
+        np.testing.assert_allclose(row, want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(out[4], _slow(phis[4], order, "maxexp", {}, weights=ws[4],
+                                             center=True), rtol=1e-8, atol=1e-12)
+    with pytest.raises(ValueError, match=r"weights has shape \(5,\); expected \(6,\)"):
+        TP.hot_descriptors(phis[:2], order=order, weights=[ws[0], ws[1][:5]])
 
 
 def test_hot_descriptor_validation_and_cost_model():

@@ -45,7 +45,19 @@ def tensorly_to_maxexp(X: np.ndarray, n: int):
     return tensor_pool.pack(tl.tucker_to_tensor((lam_hat, factors)), 3)
 
 
-def median_time(fn, repeats: int) -> float:
+def median_time(fn, repeats: int, warmup_s: float = 0.2) -> float:
+    """Median wall time of fn() over repeats, in a steady state, the same for every timing.
+
+    First a pause: OpenBLAS's worker threads spin for ~0.1 s after each threaded call, and would
+    share the cores with the next timing. Then fn runs untimed for warmup_s (at least once):
+    after an idle spell the scheduler takes tens of ms to spread a process's threads over the
+    cores again (on a 2-core VM, threaded code ran at one-core speed for its first ~50 ms).
+    """
+    time.sleep(0.3)
+    warm_until = time.perf_counter() + warmup_s
+    fn()
+    while time.perf_counter() < warm_until:
+        fn()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
