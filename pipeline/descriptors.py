@@ -180,7 +180,7 @@ def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig, *,
     dims = [p.shape[1] for p in read_parts(item_path(upstream, ids[0]), parts)[0]]
     sketches = make_sketches(dims, cfg.sketch_dim, cfg.sketch_seed)
     d = cfg.sketch_dim * len(dims)
-    job = DescriptorJob(cfg, str(upstream), tuple(parts), tuple(dims), weigher)
+    job = DescriptorJob(cfg, str(upstream.resolve()), tuple(parts), tuple(dims), weigher)
     manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "upstream": str(upstream),
                 "upstream_config": up_manifest["config"], "parts": parts, "part_dims": dims,
                 "d": d, "n_unique": n_unique(d, cfg.order),

@@ -378,7 +378,11 @@ def extract_features(cfg: ExtractConfig) -> StageResult:
         return StageResult(folder, len(dataset.items()), 0, {}, skipped_run=True)
     groups = window_groups(cfg)
     items = {item.id: item for item in dataset.items()}
-    job = ExtractJob(cfg, str(folder), tuple(builder_module(n) for n, _ in cfg.stream_backbones().values()))
+    # workers may run elsewhere (another cwd, another machine sharing the filesystem): absolute paths
+    portable = dataclasses.replace(cfg, cache_root=str(Path(cfg.cache_root).resolve()),
+                                   root=None if cfg.root is None else str(Path(cfg.root).resolve()))
+    job = ExtractJob(portable, str(folder.resolve()),
+                     tuple(builder_module(n) for n, _ in cfg.stream_backbones().values()))
     if cfg.backend == "serial":       # this process runs the items: reuse what is built
         worker_state(job.folder, lambda: (items, groups, encoders, size, flow_cache_of(cfg, size)))
     else:

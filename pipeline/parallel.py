@@ -107,6 +107,7 @@ def run_job(job: Job, folder: Path, ids: list[str], *, backend: str = "serial", 
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r}: choose one of {list(BACKENDS)}")
+    folder = Path(folder).resolve()          # the same place for workers with another cwd
     failures: dict[str, str] = {}
 
     def collect(results: dict[str, str | None]) -> None:
