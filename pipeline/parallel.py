@@ -74,6 +74,9 @@ def run_chunk(job: Job, folder: Path, ids: list[str], threads: int = 0,
         for item_id in ids:
             if item_id not in results:
                 record(item_id, reason(exc))
+    for item_id in ids:
+        if item_id not in results:
+            record(item_id, "the job ended without producing this item")
     return results
 
 

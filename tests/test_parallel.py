@@ -50,6 +50,14 @@ def test_run_chunk_writes_items_and_isolates_failures(tmp_path):
     assert sorted(p.name for p in (tmp_path / "items").iterdir()) == ["a.h5", "bb.h5"]  # no partials
 
 
+def test_items_a_job_forgets_are_failures(tmp_path):
+    def forgetful(ids):
+        yield ids[0], write_value(1)
+
+    assert run_chunk(forgetful, tmp_path, ["a", "b"]) == {
+        "a": None, "b": "the job ended without producing this item"}
+
+
 def test_chunks_cover_ids_in_order():
     ids = [str(i) for i in range(23)]
     parts = chunks(ids, workers=2)
