@@ -208,8 +208,8 @@ def _decode(items: list[Item], sources, out: queue.Queue, stop: threading.Event)
 
     try:
         for i, item in enumerate(items):
-            source = sources(item)
             try:
+                source = sources(item)
                 for stream, gi, start, clip in source:
                     if not put(("window", i, stream, gi, start, clip)):
                         return
