@@ -23,7 +23,7 @@ from pipeline.cache import (StageError, StageResult, atomic_path, canonical, com
 from pipeline.config import DescriptorConfig, ExtractConfig, key_params
 from pipeline.sketch import CountSketch, make_sketches
 from pipeline.parallel import worker_state
-from pipeline.tensor_pool import hot_descriptor, hot_descriptors, n_unique
+from pipeline.tensor_pool import hot_descriptors, n_unique
 
 log = logging.getLogger(__name__)
 STAGE, STAGE_VERSION = "descriptors", 4
@@ -97,15 +97,6 @@ def window_weights(groups: list[str], cfg: DescriptorConfig) -> np.ndarray | Non
     if not cfg.group_weights:
         return None
     return np.array([float(cfg.group_weights.get(g, 1.0)) for g in groups])
-
-
-def descriptor_of(parts: list[np.ndarray], sketches: list[CountSketch], cfg: DescriptorConfig,
-                  weights: np.ndarray | None = None) -> np.ndarray:
-    """parts: P x (N, D_p) -> packed EPN tensor (n_unique(P * d', order),) float32, with optional
-    per-window weights (N,) (see `sketched` and tensor_pool.hot_descriptor)."""
-    return hot_descriptor(sketched(parts, sketches), order=cfg.order, epn=cfg.epn,
-                          epn_params=cfg.epn_params, spectrum_norm=cfg.spectrum_norm,
-                          weights=weights, center=cfg.center).astype(np.float32)
 
 
 class Weigher(Protocol):

@@ -341,21 +341,20 @@ class ExtractJob:
     folder: str
     modules: tuple[str, ...] = ()     # modules registering the backbones (imported in workers)
 
-    def state(self) -> tuple[dict[str, Item], list[WindowGroup], dict[str, WindowEncoder], int,
-                             FlowCache | None]:
+    def state(self) -> tuple[dict[str, Item], dict[str, WindowEncoder], int]:
+        """(id -> item, stream -> encoder, input size), built once per process."""
         def build():
             for module in self.modules:
                 importlib.import_module(module)
             encoders, _, size = build_encoders(self.cfg)
-            return ({item.id: item for item in load_dataset(self.cfg).items()},
-                    window_groups(self.cfg), encoders, size, flow_cache_of(self.cfg, size))
+            return {item.id: item for item in load_dataset(self.cfg).items()}, encoders, size
         return worker_state(self.folder, build)
 
     def __call__(self, ids: list[str]) -> Iterator[tuple[str, object]]:
-        items, groups, encoders, size, flow_cache = self.state()
-        yield from extract_items([items[i] for i in ids], groups, encoders, size=size,
-                                 crop=self.cfg.crop, batch_size=self.cfg.batch_size,
-                                 flow=self.cfg.flow, flow_cache=flow_cache)
+        items, encoders, size = self.state()
+        yield from extract_items([items[i] for i in ids], window_groups(self.cfg), encoders,
+                                 size=size, crop=self.cfg.crop, batch_size=self.cfg.batch_size,
+                                 flow=self.cfg.flow, flow_cache=flow_cache_of(self.cfg, size))
 
 
 def flow_cache_of(cfg: ExtractConfig, size: int) -> FlowCache | None:
@@ -384,7 +383,7 @@ def extract_features(cfg: ExtractConfig) -> StageResult:
     job = ExtractJob(portable, str(folder.resolve()),
                      tuple(builder_module(n) for n, _ in cfg.stream_backbones().values()))
     if cfg.backend == "serial":       # this process runs the items: reuse what is built
-        worker_state(job.folder, lambda: (items, groups, encoders, size, flow_cache_of(cfg, size)))
+        worker_state(job.folder, lambda: (items, encoders, size))
     else:
         del encoders                  # the workers build their own
     manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "weights": weights,
