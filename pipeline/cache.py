@@ -46,15 +46,18 @@ def canonical(obj: Any) -> Any:
     return obj
 
 
-def stage_key(stage: str, version: int, params: dict, *, upstream: Iterable[str] = (),
-              ids: Iterable[str] = (), weights: dict | None = None) -> str:
-    """sha256 hex of a canonical JSON of what determines a stage's output."""
-    material = {"stage": stage, "version": version, "params": params,
-                "upstream": sorted(upstream),
-                "ids": hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest(),
-                "weights": weights}
-    text = json.dumps(canonical(material), sort_keys=True, separators=(",", ":"))
+def digest(obj: Any) -> str:
+    """sha256 hex of the canonical JSON of `obj`."""
+    text = json.dumps(canonical(obj), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def stage_key(stage: str, version: int, params: dict, *, upstream: Iterable[str] = (),
+              weights: dict | None = None) -> str:
+    """sha256 hex of a canonical JSON of what determines an item's output: never the set of
+    items, nor what only selects or labels them (splits); each item file carries its source."""
+    return digest({"stage": stage, "version": version, "params": params,
+                   "upstream": sorted(upstream), "weights": weights})
 
 
 def stage_dir(cache_root: str | os.PathLike, stage: str, dataset: str, slug: str, key: str) -> Path:
@@ -117,13 +120,16 @@ def item_path(folder: Path, item_id: str) -> Path:
     return folder / "items" / f"{item_id}.h5"
 
 
-def h5_valid(path: Path, required: Callable[[h5py.File], bool] = lambda f: True) -> bool:
-    """An item counts as done only if its file exists, opens and passes `required`."""
+def h5_valid(path: Path, required: Callable[[h5py.File], bool] = lambda f: True,
+             source: str | None = None) -> bool:
+    """An item counts as done only if its file exists, opens, passes `required` and, when
+    `source` is given, was computed from that source (attribute "source", see Item.source)."""
     if not path.is_file():
         return False
     try:
         with h5py.File(path, "r") as f:
-            return bool(f.attrs.get("complete", False)) and required(f)
+            return (bool(f.attrs.get("complete", False)) and required(f)
+                    and (source is None or f.attrs.get("source") == source))
     except (OSError, KeyError, ValueError):
         return False
 
@@ -149,13 +155,15 @@ def shard_ids(ids: list[str], shard: tuple[int, int]) -> list[str]:
     return list(ids)[k - 1::n]
 
 
-def run_items(folder: Path, ids: list[str], job: "Job", *, manifest: dict,
+def run_items(folder: Path, ids: list[str], job: "Job", *, manifest: dict, sources: dict[str, str],
               required: Callable[[h5py.File], bool] = lambda f: True,
               progress: Callable[[int], Iterable] = lambda total: None,
               shard: tuple[int, int] = (1, 1), backend: str = "serial", workers: int = 0,
               scheduler: str = "local") -> StageResult:
     """The resumable loop shared by all stages.
 
+    `ids` are the items as the dataset lists them now, `sources` their source identities (id ->
+    Item.source()); an item file computed from another source (an edited video) is redone.
     The ids of this shard without a valid item file go to `job` (see pipeline.parallel) on
     `backend`; each item is written to a temporary file and renamed into place, and a failure
     fails that item only (recorded with its reason). A shard (k, n) records its failures in
@@ -163,8 +171,9 @@ def run_items(folder: Path, ids: list[str], job: "Job", *, manifest: dict,
     item either done or failed. progress(total) returns a bar with update(n), or None.
     """
     from pipeline.parallel import run_job
+    valid = lambda i: h5_valid(item_path(folder, i), required, sources[i])  # noqa: E731
     mine = shard_ids(ids, shard)
-    pending = [i for i in mine if not h5_valid(item_path(folder, i), required)]
+    pending = [i for i in mine if not valid(i)]
     for item_id in pending:                  # temporary files of a killed run of this shard
         path = item_path(folder, item_id)
         for stale in path.parent.glob(f".{path.name}.tmp-*"):
@@ -193,12 +202,12 @@ def run_items(folder: Path, ids: list[str], job: "Job", *, manifest: dict,
                    {**manifest, "shard": shard, "items": len(mine), "failures": failures, **stamp})
         for other in folder.glob("manifest-shard-*.json"):
             failures = {**json.loads(other.read_text())["failures"], **failures}
-    missing = [i for i in ids if i not in failures and not h5_valid(item_path(folder, i), required)]
-    failures = {i: r for i, r in failures.items() if not h5_valid(item_path(folder, i), required)}
+    missing = [i for i in ids if i not in failures and not valid(i)]
+    failures = {i: r for i, r in failures.items() if i in sources and not valid(i)}
     done = len(ids) - len(failures) - len(missing)
     if not missing:
         write_json(folder / MANIFEST, {**manifest, "items": len(ids), "done": done,
-                                       "failures": failures, **stamp})
+                                       "failures": failures, "sources": digest(sources), **stamp})
     else:
         log.info("%d items belong to shards that have not finished; the manifest is written by "
                  "the last shard", len(missing))
@@ -206,7 +215,15 @@ def run_items(folder: Path, ids: list[str], job: "Job", *, manifest: dict,
                        {i: r for i, r in failures.items() if i in mine})
 
 
-def complete_manifest(folder: Path) -> dict | None:
-    """The manifest of a finished stage (no failures), else None."""
+def up_to_date(folder: Path, sources: dict[str, str]) -> bool:
+    """True when the stage's manifest covers exactly these items from these sources and none
+    failed: a rerun has nothing to do."""
     manifest = read_manifest(folder)
-    return manifest if manifest is not None and not manifest.get("failures") else None
+    return (manifest is not None and not manifest.get("failures")
+            and manifest.get("sources") == digest(sources))
+
+
+def done_ids(folder: Path, sources: dict[str, str],
+             required: Callable[[h5py.File], bool] = lambda f: True) -> list[str]:
+    """The ids (in the order of `sources`) whose item file in `folder` is valid for its source."""
+    return [i for i, src in sources.items() if h5_valid(item_path(folder, i), required, src)]

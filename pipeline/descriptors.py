@@ -18,58 +18,110 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.cache import (StageError, StageResult, atomic_path, canonical, complete_manifest, item_path,
-                            read_manifest, run_items, stage_dir, stage_key, stage_lock)
+from pipeline.cache import (StageError, StageResult, atomic_path, digest, done_ids, item_path,
+                            read_manifest, run_items, stage_dir, stage_key, stage_lock, up_to_date)
 from pipeline.config import DescriptorConfig, ExtractConfig, key_params
+from pipeline.datasets import Dataset
 from pipeline.sketch import CountSketch, make_sketches
 from pipeline.parallel import worker_state
 from pipeline.tensor_pool import hot_descriptors, n_unique
 
 log = logging.getLogger(__name__)
-STAGE, STAGE_VERSION = "descriptors", 4
+STAGE, STAGE_VERSION = "descriptors", 5
 VIEW = "descriptors.h5"
 
 
-def find_features(ecfg: ExtractConfig) -> Path:
-    """The complete stage-1 folder for `ecfg` (without rebuilding the backbone or hashing weights).
+@dataclasses.dataclass(frozen=True)
+class FeatureInput:
+    """What stage 2 reads: the dataset as listed now, its stage-1 folder, the parts chosen, and
+    which items stage 1 has finished (ids, with their sources) or not (missing)."""
 
-    Looked up by the configuration recorded in the manifests of the dataset's feature folders.
-    """
-    wanted = canonical(key_params(ecfg))
-    base = Path(ecfg.cache_root) / "features" / ecfg.dataset
-    matches = []
-    for manifest_path in sorted(base.glob("*/manifest.json")):
-        manifest = read_manifest(manifest_path.parent)
-        recorded = {k: manifest["config"].get(k) for k in wanted}
-        if recorded == wanted:
-            matches.append(manifest_path.parent)
-    complete = [m for m in matches if complete_manifest(m)]
-    if not complete:
-        state = "incomplete (failures listed in its manifest)" if matches else "not found"
-        raise StageError(f"stage-1 features for this configuration are {state} under {base}; "
+    dataset: Dataset
+    folder: Path
+    manifest: dict
+    parts: list[str]
+    groups: list[str]                # window groups pooled ("L16_s1", ...)
+    sources: dict[str, str]          # id -> source, for the items stage 1 finished
+    missing: list[str]               # ids the dataset lists that stage 1 has not (yet) finished
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.sources)
+
+
+def select(stored: list[str], wanted: tuple[str, ...], *, sep: str, what: str) -> list[str]:
+    """The stored names chosen by `wanted` (() = all), in stored order. An entry is a full name
+    or components, split on `sep`, that a name must all have: parts "rgb/logits/mean",
+    "logits" or "rgb/mean"; groups "L16_s1", "L16" or "s2"."""
+    if not wanted:
+        return list(stored)
+    chosen = set()
+    for entry in wanted:
+        tokens = set(entry.split(sep))
+        hits = [name for name in stored if tokens <= set(name.split(sep))]
+        if not hits:
+            raise ValueError(f"{what}: {entry!r} matches none of the stored {what} {stored}; "
+                             f"choose among them (or their components)")
+        chosen.update(hits)
+    return [name for name in stored if name in chosen]
+
+
+def find_features(ecfg: ExtractConfig, cfg: DescriptorConfig | None = None) -> FeatureInput:
+    """The stage-1 folder of exactly this dataset and configuration (its key is computed, never
+    searched for), and the items it holds for the dataset as listed now."""
+    from pipeline.features import features_dir, load_dataset, window_groups
+    dataset = load_dataset(ecfg)
+    folder = features_dir(ecfg, dataset)
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise StageError(f"no stage-1 features for this dataset and configuration at {folder}; "
                          f"run `make extract` with the same settings first")
-    if len(complete) > 1:
-        log.warning("several feature folders match (different weights files?): using %s", complete[-1])
-    return complete[-1]
+    parts = select(manifest["parts"], cfg.parts if cfg is not None else (), sep="/", what="parts")
+    groups = select([g.name for g in window_groups(ecfg)], cfg.groups if cfg is not None else (),
+                    sep="_", what="groups")
+    sources = dataset.sources()
+    done = done_ids(folder, sources, lambda f: all(f"{p}/{g}" in f for p in parts for g in groups))
+    missing = [i for i in sources if i not in set(done)]
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        if cfg is not None and cfg.require_complete:
+            raise StageError(f"{len(missing)} of {len(sources)} videos have no stage-1 features "
+                             f"in {folder} ({shown}); require_complete=True refuses to go on. "
+                             f"Rerun `make extract`, or drop require_complete to use the others")
+        log.warning("%d of %d videos have no stage-1 features (failed or not yet extracted: %s); "
+                    "going on with the other %d", len(missing), len(sources), shown, len(done))
+    return FeatureInput(dataset, folder, manifest, parts, groups, {i: sources[i] for i in done}, missing)
 
 
 def descriptors_dir(ecfg: ExtractConfig, cfg: DescriptorConfig, weigher: "Weigher | None" = None
-                    ) -> tuple[Path, Path, list[str]]:
-    """(this stage's folder, the stage-1 folder it reads, the item ids)."""
-    upstream = find_features(ecfg)
-    ids = sorted(read_ids(upstream))
-    params = {**key_params(cfg), **({"weigher": weigher.key} if weigher is not None else {})}
-    key = stage_key(STAGE, STAGE_VERSION, params, upstream=[upstream.name], ids=ids)
+                    ) -> tuple[Path, FeatureInput]:
+    """(this stage's folder, its input). Keyed by the settings, the parts and the stage-1 folder,
+    never by the set of videos."""
+    inp = find_features(ecfg, cfg)
+    params = {**key_params(cfg), "parts": inp.parts, "groups": inp.groups,
+              **({"weigher": weigher.key} if weigher is not None else {})}
+    key = stage_key(STAGE, STAGE_VERSION, params, upstream=[inp.folder.name])
     slug = f"{'so' if cfg.order == 2 else 'to'}-{cfg.epn}-d{cfg.sketch_dim}"
-    return stage_dir(ecfg.cache_root, STAGE, ecfg.dataset, slug, key), upstream, ids
+    return stage_dir(ecfg.cache_root, STAGE, inp.dataset.identity, slug, key), inp
 
 
-def read_parts(path: Path, parts: list[str]) -> tuple[list[np.ndarray], list[str]]:
+def warn_degenerate(parts: list[str], first: list[np.ndarray]) -> None:
+    """Say once when a max-pooled part equals its mean-pooled twin (e.g. I3D pool/logits on
+    16-frame windows have one time step): the two parts then duplicate each other."""
+    for i, part in enumerate(parts):
+        twin = part[: -len("/max")] + "/mean" if part.endswith("/max") else None
+        if twin in parts and np.allclose(first[i], first[parts.index(twin)]):
+            log.warning("parts %s and %s are equal (one time step per window at this layer: max "
+                        "= mean); they duplicate each other, parts= can keep one", twin, part)
+
+
+def read_parts(path: Path, parts: list[str], groups: list[str] | None = None
+               ) -> tuple[list[np.ndarray], list[str]]:
     """Window features of an item: one (N, D_p) float64 array per part ("<stream>/<layer>/<pool>"),
-    window groups stacked in file order, and each window's group name ("L24_s2") (N,).
-    All parts have the same N windows, in the same order."""
+    window groups (all, or `groups`) stacked in file order, and each window's group name
+    ("L24_s2") (N,). All parts have the same N windows, in the same order."""
     with h5py.File(path, "r") as f:
-        names = list(f[parts[0]].keys())
+        names = [g for g in f[parts[0]].keys() if groups is None or g in groups]
         groups = [g for g in names for _ in range(f[parts[0]][g].shape[0])]
         return [np.concatenate([f[part][g][()] for g in names]).astype(np.float64)
                 for part in parts], groups
@@ -109,10 +161,10 @@ class Weigher(Protocol):
         """phi (N, d) sketched windows, their group names -> weights (N,) >= 0."""
 
 
-def write_descriptor(out: Path, *, item_id: str, descriptor: np.ndarray) -> None:
+def write_descriptor(out: Path, *, item_id: str, source: str, descriptor: np.ndarray) -> None:
     with h5py.File(out, "w") as f:
         f.create_dataset("descriptor", data=descriptor)
-        f.attrs.update(id=item_id, complete=True)
+        f.attrs.update(id=item_id, source=source, complete=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +175,7 @@ class DescriptorJob:
     cfg: DescriptorConfig
     upstream: str
     parts: tuple[str, ...]
+    groups: tuple[str, ...]
     dims: tuple[int, ...]
     weigher: Weigher | None = None
     batch: int = 16
@@ -132,10 +185,17 @@ class DescriptorJob:
         sketches = worker_state(f"sketch:{self.dims}:{cfg.sketch_dim}:{cfg.sketch_seed}",
                                 lambda: make_sketches(list(self.dims), cfg.sketch_dim, cfg.sketch_seed))
         for first in range(0, len(ids), self.batch):
-            ready, phis, weights = [], [], []
+            ready, phis, weights, sources = [], [], [], []
             for item_id in ids[first:first + self.batch]:
                 try:
-                    parts, groups = read_parts(item_path(Path(self.upstream), item_id), list(self.parts))
+                    path = item_path(Path(self.upstream), item_id)
+                    parts, groups = read_parts(path, list(self.parts), list(self.groups))
+                    for part, values in zip(self.parts, parts):
+                        if not np.isfinite(values).all():
+                            raise ValueError(f"stage-1 features {part} of {item_id} contain NaN "
+                                             f"or Inf ({path})")
+                    with h5py.File(path, "r") as f:
+                        sources.append(str(f.attrs["source"]))
                     phi = sketched(parts, sketches)
                     w = (self.weigher(item_id, phi, groups) if self.weigher is not None
                          else window_weights(groups, cfg))
@@ -154,57 +214,69 @@ class DescriptorJob:
             except Exception as exc:  # noqa: BLE001 - the batch's items fail, the run goes on
                 yield from ((item_id, exc) for item_id in ready)
                 continue
-            for item_id, desc in zip(ready, descs):
-                yield item_id, functools.partial(write_descriptor, item_id=item_id, descriptor=desc)
+            for item_id, source, desc in zip(ready, sources, descs):
+                yield item_id, functools.partial(write_descriptor, item_id=item_id, source=source,
+                                                 descriptor=desc)
 
 
 def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig, *,
                         weigher: Weigher | None = None) -> StageResult:
-    """Run stage 2 over the complete stage-1 cache of `ecfg`; resumable, a no-op when complete.
-    Items run on ecfg's backend (serial, processes or dask), as in stage 1."""
-    folder, upstream, ids = descriptors_dir(ecfg, cfg, weigher)
-    up_manifest = read_manifest(upstream)
-    if complete_manifest(folder) and (folder / VIEW).is_file():
+    """Run stage 2 over the videos whose stage-1 features are done; resumable, a no-op when
+    complete. Items run on ecfg's backend (serial, processes or dask), as in stage 1."""
+    folder, inp = descriptors_dir(ecfg, cfg, weigher)
+    ids, sources = inp.ids, inp.sources
+    if not ids:
+        raise StageError(f"no video of {inp.dataset.identity} has stage-1 features in "
+                         f"{inp.folder}; run `make extract` first")
+    if up_to_date(folder, sources) and view_current(folder, sources):
         log.info("descriptors already complete: %s", folder)
         return StageResult(folder, len(ids), 0, {}, skipped_run=True)
-    parts = up_manifest["parts"]
-    dims = [p.shape[1] for p in read_parts(item_path(upstream, ids[0]), parts)[0]]
+    first = read_parts(item_path(inp.folder, ids[0]), inp.parts, inp.groups)[0]
+    warn_degenerate(inp.parts, first)
+    dims = [p.shape[1] for p in first]
     sketches = make_sketches(dims, cfg.sketch_dim, cfg.sketch_seed)
     d = cfg.sketch_dim * len(dims)
-    job = DescriptorJob(cfg, str(upstream.resolve()), tuple(parts), tuple(dims), weigher)
-    manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "upstream": str(upstream),
-                "upstream_config": up_manifest["config"], "parts": parts, "part_dims": dims,
-                "d": d, "n_unique": n_unique(d, cfg.order),
+    job = DescriptorJob(cfg, str(inp.folder.resolve()), tuple(inp.parts), tuple(inp.groups),
+                        tuple(dims), weigher)
+    manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "upstream": str(inp.folder),
+                "upstream_config": inp.manifest["config"], "parts": inp.parts, "groups": inp.groups,
+                "part_dims": dims,
+                "d": d, "n_unique": n_unique(d, cfg.order), "missing_upstream": inp.missing,
                 "weigher": weigher.key if weigher is not None else None}
     with stage_lock(folder):
         with atomic_path(folder / "sketch.h5") as tmp, h5py.File(tmp, "w") as f:
-            for part, sketch in zip(parts, sketches):
+            for part, sketch in zip(inp.parts, sketches):
                 for name, value in sketch.state().items():
                     f.create_dataset(f"{part}/{name}", data=value)
-        result = run_items(folder, ids, job, manifest=manifest, required=lambda f: "descriptor" in f,
+        result = run_items(folder, ids, job, manifest=manifest, sources=sources,
+                           required=lambda f: "descriptor" in f,
                            backend=ecfg.backend, workers=ecfg.workers, scheduler=ecfg.scheduler,
                            progress=lambda n: tqdm(total=n, desc="descriptors", unit="video",
                                                    disable=None))
-        if result.ok:
-            write_view(folder, ids, d=d, order=cfg.order)
+        write_view(folder, done_ids(folder, sources, lambda f: "descriptor" in f), sources,
+                   d=d, order=cfg.order)
     return result
 
 
-def read_ids(folder: Path) -> list[str]:
-    """Ids of the items a stage folder holds (from its item files)."""
-    items = folder / "items"
-    return [str(p.relative_to(items))[: -len(".h5")] for p in items.rglob("*.h5")]
+def view_current(folder: Path, sources: dict[str, str]) -> bool:
+    """The consolidated view exists and holds exactly the items of `sources`."""
+    try:
+        with h5py.File(folder / VIEW, "r") as f:
+            return f.attrs.get("sources") == digest(sources)
+    except (OSError, KeyError):
+        return False
 
 
-def write_view(folder: Path, ids: list[str], *, d: int, order: int) -> None:
-    """Consolidate the item files into one `descriptors.h5`, atomically."""
+def write_view(folder: Path, ids: list[str], sources: dict[str, str], *, d: int, order: int) -> None:
+    """Consolidate the item files of `ids` into one `descriptors.h5`, atomically; its attribute
+    "sources" tells whether it is current (the digest of `sources`, all items wanted)."""
     with atomic_path(folder / VIEW) as tmp, h5py.File(tmp, "w") as out:
         data = out.create_dataset("descriptors", (len(ids), n_unique(d, order)), dtype=np.float32)
         for row, item_id in enumerate(ids):
             with h5py.File(item_path(folder, item_id), "r") as f:
                 data[row] = f["descriptor"][()]
         out.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
-        out.attrs.update(order=order, d=d,
+        out.attrs.update(order=order, d=d, sources=digest(sources),
                          packing="unique entries i<=j(<=k), raw (see tensor_pool.pack)")
 
 

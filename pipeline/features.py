@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline.backbones import Backbone, build_backbone, builder_module
-from pipeline.cache import StageResult, complete_manifest, run_items, stage_dir, stage_key, stage_lock
+from pipeline.backbones import Backbone, build_backbone, builder_module, weights_identity
+from pipeline.cache import StageResult, digest, run_items, stage_dir, stage_key, stage_lock, up_to_date
 from pipeline.config import ExtractConfig, key_params
 from pipeline.datasets import Dataset, Item, get_dataset
 from pipeline.flow import AlignedFlow
@@ -39,7 +39,7 @@ from pipeline.parallel import worker_state
 from pipeline.video import VideoError, VideoReader, WindowCutter, WindowGroup
 
 log = logging.getLogger(__name__)
-STAGE, STAGE_VERSION = "features", 4
+STAGE, STAGE_VERSION = "features", 5
 QUEUE_WINDOWS = 64          # decoded windows waiting for the backbone (bounds memory)
 
 
@@ -180,8 +180,8 @@ def write_item(out: Path, *, done: ItemFeatures, groups: list[WindowGroup],
     """Write an item's features (see the module docstring) to the HDF5 file `out`."""
     item = done.item
     with h5py.File(out, "w") as f:
-        f.attrs.update(id=item.id, labels=np.asarray(item.labels, np.int64),
-                       num_frames=done.num_frames, path=str(item.path))
+        f.attrs.update(id=item.id, num_frames=done.num_frames, path=str(item.path),
+                       source=item.source())
         if item.frames is not None:
             f.attrs["frame_range"] = np.asarray(item.frames, np.int64)
         for stream, names in outputs.items():
@@ -340,57 +340,79 @@ class ExtractJob:
     cfg: ExtractConfig
     folder: str
     modules: tuple[str, ...] = ()     # modules registering the backbones (imported in workers)
+    listing: str = ""                 # digest of the dataset's item sources: a worker kept from
+                                      # an earlier run rebuilds its index when videos came or went
 
-    def state(self) -> tuple[dict[str, Item], dict[str, WindowEncoder], int]:
-        """(id -> item, stream -> encoder, input size), built once per process."""
+    def state(self) -> tuple[Dataset, dict[str, WindowEncoder], int]:
+        """(dataset, stream -> encoder, input size), built once per process."""
         def build():
             for module in self.modules:
                 importlib.import_module(module)
             encoders, _, size = build_encoders(self.cfg)
-            return {item.id: item for item in load_dataset(self.cfg).items()}, encoders, size
-        return worker_state(self.folder, build)
+            return load_dataset(self.cfg), encoders, size
+        return worker_state(f"{self.folder}:{self.listing}", build)
 
     def __call__(self, ids: list[str]) -> Iterator[tuple[str, object]]:
-        items, encoders, size = self.state()
+        dataset, encoders, size = self.state()
+        items = {item.id: item for item in dataset.items()}
         yield from extract_items([items[i] for i in ids], window_groups(self.cfg), encoders,
                                  size=size, crop=self.cfg.crop, batch_size=self.cfg.batch_size,
-                                 flow=self.cfg.flow, flow_cache=flow_cache_of(self.cfg, size))
+                                 flow=self.cfg.flow, flow_cache=flow_cache_of(self.cfg, dataset, size))
 
 
-def flow_cache_of(cfg: ExtractConfig, size: int) -> FlowCache | None:
+def flow_cache_of(cfg: ExtractConfig, dataset: Dataset, size: int) -> FlowCache | None:
     if "flow" not in cfg.streams:
         return None
-    return FlowCache(cfg.cache_root, cfg.dataset, method=cfg.flow, size=size, crop=cfg.crop)
+    return FlowCache(cfg.cache_root, dataset.identity, method=cfg.flow, size=size, crop=cfg.crop)
+
+
+def stream_weights(cfg: ExtractConfig) -> dict[str, dict]:
+    """stream -> identity of its backbone's weights, without building the models."""
+    return {stream: weights_identity(name, weights=w, seed=cfg.seed).as_dict()
+            for stream, (name, w) in cfg.stream_backbones().items()}
+
+
+def features_dir(cfg: ExtractConfig, dataset: Dataset, weights: dict[str, dict] | None = None) -> Path:
+    """The stage-1 folder of `cfg` on `dataset`: keyed by the settings that change a video's
+    features and the weights' identity, never by the set of videos or the splits."""
+    weights = stream_weights(cfg) if weights is None else weights
+    key = stage_key(STAGE, STAGE_VERSION, key_params(cfg), weights=weights)
+    names = "+".join(name for name, _ in cfg.stream_backbones().values())
+    return stage_dir(cfg.cache_root, STAGE, dataset.identity, f"{names}-{'+'.join(cfg.layer)}", key)
 
 
 def extract_features(cfg: ExtractConfig) -> StageResult:
-    """Run stage 1 for `cfg`, resuming whatever an earlier run left; a no-op when complete."""
+    """Run stage 1 for `cfg`, resuming whatever an earlier run left; a no-op when complete.
+    Items already computed from the same source are kept: a new video computes one item."""
     dataset = load_dataset(cfg)
     log.info("%s", dataset.describe())
-    encoders, weights, size = build_encoders(cfg)
-    key = stage_key(STAGE, STAGE_VERSION, key_params(cfg), ids=[i.id for i in dataset.items()],
-                    weights=weights)
-    names = "+".join(name for name, _ in cfg.stream_backbones().values())
-    folder = stage_dir(cfg.cache_root, STAGE, cfg.dataset, f"{names}-{'+'.join(cfg.layer)}", key)
-    if complete_manifest(folder):
+    weights = stream_weights(cfg)
+    folder = features_dir(cfg, dataset, weights)
+    sources = dataset.sources()
+    if up_to_date(folder, sources):
         log.info("features already complete: %s", folder)
-        return StageResult(folder, len(dataset.items()), 0, {}, skipped_run=True)
+        return StageResult(folder, len(sources), 0, {}, skipped_run=True)
+    encoders, built, size = build_encoders(cfg)
+    if built != weights:
+        raise RuntimeError(f"the weights loaded ({built}) are not those identified ({weights})")
     groups = window_groups(cfg)
     items = {item.id: item for item in dataset.items()}
     # workers may run elsewhere (another cwd, another machine sharing the filesystem): absolute paths
     portable = dataclasses.replace(cfg, cache_root=str(Path(cfg.cache_root).resolve()),
                                    root=None if cfg.root is None else str(Path(cfg.root).resolve()))
     job = ExtractJob(portable, str(folder.resolve()),
-                     tuple(builder_module(n) for n, _ in cfg.stream_backbones().values()))
+                     tuple(builder_module(n) for n, _ in cfg.stream_backbones().values()),
+                     digest(sources))
     if cfg.backend == "serial":       # this process runs the items: reuse what is built
-        worker_state(job.folder, lambda: (items, encoders, size))
+        worker_state(f"{job.folder}:{job.listing}", lambda: (dataset, encoders, size))
     else:
         del encoders                  # the workers build their own
     manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "weights": weights,
                 "streams": list(cfg.streams), "outputs": cfg.outputs(), "parts": cfg.parts(),
                 "groups": [g.name for g in groups], "input_size": size}
     with stage_lock(folder, cfg.shard_tuple()):
-        return run_items(folder, list(items), job, manifest=manifest, shard=cfg.shard_tuple(),
+        return run_items(folder, list(items), job, manifest=manifest, sources=sources,
+                         shard=cfg.shard_tuple(),
                          backend=cfg.backend, workers=cfg.workers, scheduler=cfg.scheduler,
                          required=lambda f: all(f"{o}/{g.name}" in f for o in cfg.outputs()
                                                 for g in groups),

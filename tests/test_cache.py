@@ -8,13 +8,13 @@ from pipeline.cache import atomic_path, h5_valid, stage_key, write_json
 
 
 def test_key_changes_with_parameters_and_comes_back():
-    base = stage_key("features", 1, {"a": 1, "b": (1, 2)}, ids=["x", "y"])
-    assert stage_key("features", 1, {"b": [1, 2], "a": 1}, ids=["y", "x"]) == base   # canonical
-    assert stage_key("features", 1, {"a": 2, "b": (1, 2)}, ids=["x", "y"]) != base
-    assert stage_key("features", 2, {"a": 1, "b": (1, 2)}, ids=["x", "y"]) != base
-    assert stage_key("features", 1, {"a": 1, "b": (1, 2)}, ids=["x"]) != base
-    assert stage_key("features", 1, {"a": 1, "b": (1, 2)}, ids=["x", "y"], weights={"sha256": "0"}) != base
-    assert stage_key("features", 1, {"a": 1, "b": (1, 2)}, ids=["x", "y"]) == base
+    base = stage_key("features", 1, {"a": 1, "b": (1, 2)})
+    assert stage_key("features", 1, {"b": [1, 2], "a": 1}) == base   # canonical
+    assert stage_key("features", 1, {"a": 2, "b": (1, 2)}) != base
+    assert stage_key("features", 2, {"a": 1, "b": (1, 2)}) != base
+    assert stage_key("features", 1, {"a": 1, "b": (1, 2)}, upstream=["up-1"]) != base
+    assert stage_key("features", 1, {"a": 1, "b": (1, 2)}, weights={"sha256": "0"}) != base
+    assert stage_key("features", 1, {"a": 1, "b": (1, 2)}) == base
 
 
 def test_atomic_write_leaves_nothing_behind_on_error(tmp_path):

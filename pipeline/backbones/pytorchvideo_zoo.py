@@ -17,7 +17,7 @@ from pytorchvideo.models import hub
 from torch import nn
 
 from pipeline.backbones import register
-from pipeline.backbones.base import Backbone, InputSpec, WeightsInfo, load_weights
+from pipeline.backbones.base import Backbone, InputSpec, WeightsInfo, identify_weights, load_weights
 
 ZOO_URL = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics"
 LAYERS = {
@@ -111,5 +111,9 @@ def build_zoo(name: str, *, weights: str, seed: int) -> tuple[Backbone, WeightsI
     return model, info
 
 
+def identify_zoo(name: str, *, weights: str, seed: int) -> WeightsInfo:
+    return identify_weights(weights, url=f"{ZOO_URL}/{ZOO[name].checkpoint}", seed=seed, name=name)[0]
+
+
 for _name in ZOO:
-    register(_name)(functools.partial(build_zoo, _name))
+    register(_name, functools.partial(identify_zoo, _name))(functools.partial(build_zoo, _name))

@@ -13,7 +13,7 @@ from torch import nn
 from torchvision import models
 
 from pipeline.backbones import register
-from pipeline.backbones.base import Backbone, InputSpec, WeightsInfo, load_weights
+from pipeline.backbones.base import Backbone, InputSpec, WeightsInfo, identify_weights, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -80,5 +80,9 @@ def build_resnet(name: str, *, weights: str, seed: int) -> tuple[Backbone, Weigh
     return FrameResNet(net), info
 
 
+def identify_resnet(name: str, *, weights: str, seed: int) -> WeightsInfo:
+    return identify_weights(weights, url=RESNETS[name][1].url, seed=seed, name=name)[0]
+
+
 for _name in RESNETS:
-    register(_name)(functools.partial(build_resnet, _name))
+    register(_name, functools.partial(identify_resnet, _name))(functools.partial(build_resnet, _name))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 from abc import ABC
 from pathlib import Path
 
@@ -37,6 +38,20 @@ class Item:
         parts = self.id.split("/")
         if not self.id or self.id.startswith("/") or ".." in parts or "" in parts:
             raise DatasetError(f"item id {self.id!r} must be a relative '/'-separated path without '..'")
+
+    def source(self) -> str:
+        """The identity of what this item is computed from, as canonical JSON: id (its path
+        relative to the dataset root, so moving the root keeps caches), the file's size and
+        mtime_ns, and the frame range. Every cached item file carries it; a mismatch is redone.
+        A missing file gives a source no cached file matches (the stage then reports it)."""
+        try:
+            st = Path(self.path).stat()
+            size, mtime = st.st_size, st.st_mtime_ns
+        except OSError:
+            size = mtime = None
+        frames = None if self.frames is None else [int(v) for v in self.frames]
+        return json.dumps({"id": self.id, "size": size, "mtime_ns": mtime, "frames": frames},
+                          sort_keys=True, separators=(",", ":"))
 
 
 class Dataset(ABC):
@@ -86,6 +101,17 @@ class Dataset(ABC):
     def splits(self) -> dict[str, dict[str, str]]:
         """Split name (e.g. "sp1") -> {item id: "train" | "test"}; unused items are absent."""
         return {name: dict(assign) for name, assign in self._splits.items()}
+
+    @property
+    def identity(self) -> str:
+        """The folder name of this dataset's caches: two datasets never share item files.
+        Registered datasets are one collection each (their name); a folder dataset is named by
+        its `name` option, by default its root folder's name."""
+        return self.name
+
+    def sources(self) -> dict[str, str]:
+        """id -> Item.source() for every item, in the order of items()."""
+        return {item.id: item.source() for item in self.items()}
 
     def describe(self) -> str:
         """One line for logs: name, counts of items, classes and splits."""
