@@ -5,11 +5,12 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 DATASET ?= synthetic
 ARGS    ?=
+GRID    ?= stages/grids/hot_ablation.json
 STAMP   := $(VENV)/.installed
 # Install the default PyPI torch build, not a local CPU-only wheel that lacks a torchvision.
 PIP     := PIP_FIND_LINKS= $(PY) -m pip
 
-.PHONY: setup demo test extract descriptors evaluate check-dataset bench clean-cache
+.PHONY: setup demo test extract descriptors evaluate sweep idt check-dataset bench bench-quality clean-cache
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
@@ -36,11 +37,32 @@ descriptors: setup
 evaluate: setup
 	$(PY) -m stages.evaluate dataset=$(DATASET) $(ARGS)
 
+idt: setup  # improved dense trajectories per video (resumable like extract)
+	$(PY) -m stages.idt dataset=$(DATASET) $(ARGS)
+
+sweep: setup  # a grid of stage-2 and head settings over one feature cache: GRID=stages/grids/<file>.json
+	$(PY) -m stages.sweep grid=$(GRID) dataset=$(DATASET) $(ARGS)
+
 check-dataset: setup
 	$(PY) -m stages.check_dataset dataset=$(DATASET) $(ARGS)
 
 bench: setup  # every benchmark runs and prints its ratios; the target fails if any misses
 	@status=0; for b in tests/bench/bench_*.py; do echo "== $$b"; $(PY) $$b || status=1; done; exit $$status
 
+bench-quality: setup  # recognition on ../shared/data/videos/arid_train with the real I3D weights
+	$(PY) tests/bench/quality.py $(ARGS)
+
 clean-cache:
 	find cache -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+
+train: setup  # learned stage 2 (attention=none|hot|ap|pyramid|self) on the cached stage-1 features
+	$(PY) -m stages.train dataset=$(DATASET) $(ARGS)
+
+predict: setup  # ARGS="model=<trained model folder> videos=<folder or files>": top-k classes per video
+	$(PY) -m stages.predict dataset=$(DATASET) $(ARGS)
+
+.PHONY: train predict
+
+.PHONY: chaos
+chaos: setup  # SIGKILL every stage at seeded random moments; rerun; check (tests/chaos.py --help)
+	$(PY) tests/chaos.py

@@ -145,9 +145,11 @@ class ExtractConfig:
 class DescriptorConfig:
     """Stage 2: count sketch + high-order pooling + EPN per video (METHOD.md, Stage 2)."""
 
-    sketch_dim: int = 256               # d' per part; SO packs d'(d'+1)/2 = 32896 values
+    sketch_dim: int = 256               # d' per part; SO packs d'(d'+1)/2 = 32896 values;
+                                        # 0 = no sketch: the raw features (first order, small SO)
     sketch_seed: int = 0                # seeds h and s of the count sketch
-    order: int = 2                      # 2 = second-order (SO), 3 = third-order (TO)
+    order: int = 2                      # 1 = first-order baseline, 2 = second-order (SO), 3 = TO
+    first_order: str = "mean"           # order=1: "mean", "max" or "meanmax" over the windows
     epn: str = "maxexp"                 # none, gamma, maxexp, asinhe, sigme, hdp
     epn_params: dict = field(default_factory=dict)  # e.g. {"eta": "N"} (MaxExp default)
     spectrum_norm: str = "sum"          # "sum" (supplement), "kappa" (slides) or "none"
@@ -163,10 +165,12 @@ class DescriptorConfig:
                                         # (default: proceed with what stage 1 finished, and say so)
 
     def __post_init__(self):
-        if self.order not in (2, 3):
-            raise ValueError(f"order={self.order}: choose 2 (SO) or 3 (TO)")
-        if self.sketch_dim < 1:
-            raise ValueError(f"sketch_dim={self.sketch_dim} must be >= 1")
+        if self.order not in (1, 2, 3):
+            raise ValueError(f"order={self.order}: choose 1 (first order), 2 (SO) or 3 (TO)")
+        if self.sketch_dim < 0:
+            raise ValueError(f"sketch_dim={self.sketch_dim} must be >= 1, or 0 for no sketch")
+        if self.first_order not in ("mean", "max", "meanmax"):
+            raise ValueError(f"first_order={self.first_order!r}: choose 'mean', 'max' or 'meanmax'")
         for name, example in (("parts", "('rgb/logits/mean',) or ('logits',)"),
                               ("groups", "('L16_s1', 'L32_s1') or ('L16',)")):
             value = getattr(self, name)
@@ -183,16 +187,33 @@ class DescriptorConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """Evaluation: a head trained per split on the cached descriptors."""
+    """Evaluation: a head trained per split on the cached descriptors, recorded in the ledger."""
 
-    head: str = "svm"                   # linear SVM, the authors' classifier
-    C: float = 1.0                      # SVM regularisation (descriptors are l2-normalised)
+    head: str = "svm"                   # svm (the authors' classifier), logreg, linear, mlp
+    C: Any = 1.0                        # SVM / logreg regularisation; a tuple is a grid chosen by
+                                        # cross-validation on each split's training part only
+    idt: str = "off"                    # "on": HoT fused with IDT Fisher vectors (a weighted kernel
+                                        # sum, the weight cross-validated on the training part);
+                                        # "only": IDT alone; needs `make idt` first
+    fusion: str = "kernel"              # "kernel" (weighted sum of kernels) or "late" (of scores)
+    name: str = _nokey("")              # the results-table row name; "" = the paper-style name
+    ledger: str = _nokey("")            # results ledger (SQLite); "" = <cache_root>/ledger.sqlite
 
     def __post_init__(self):
-        if self.head not in ("svm",):
-            raise ValueError(f"head={self.head!r}: choose one of ['svm']")
-        if self.C <= 0:
-            raise ValueError(f"C={self.C} must be > 0")
+        from pipeline.heads import HEADS
+        if self.head not in HEADS:
+            raise ValueError(f"head={self.head!r}: choose one of {sorted(HEADS)}")
+        grid = self.C if isinstance(self.C, (tuple, list)) else (self.C,)
+        if not grid or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0
+                               for c in grid):
+            raise ValueError(f"C={self.C!r} must be > 0, or a tuple of such values (a grid)")
+        object.__setattr__(self, "C", tuple(grid) if len(grid) > 1 else float(grid[0]))
+        if self.idt not in ("off", "on", "only"):
+            raise ValueError(f"idt={self.idt!r}: choose 'off', 'on' (fused with HoT) or 'only'")
+        if self.fusion not in ("kernel", "late"):
+            raise ValueError(f"fusion={self.fusion!r}: choose 'kernel' or 'late'")
+        if self.idt != "off" and self.head != "svm":
+            raise ValueError(f"idt={self.idt!r} fuses SVM kernels; use head=svm")
 
 
 # Window presets from the authors' preprocessing code (METHOD.md); UCF101 follows HMDB51 (ours).
@@ -212,6 +233,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
+    if annotation is Any:
+        return True                                   # validated by the dataclass itself
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         return any(_type_ok(value, a) for a in typing.get_args(annotation))
@@ -265,3 +288,53 @@ def key_params(config: Any) -> dict[str, Any]:
     """The fields of a config that change its stage's output (cache-key material)."""
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
             if f.metadata.get("key", True)}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Learned stage 2 (`make train`, `make predict`): an attention pooling trained end to end per
+    split on the cached sketched windows (METHOD.md "Feature matrix and attention")."""
+
+    attention: str = "hot"              # none | hot (HoT group attention) | ap | pyramid | self;
+                                        # hot is the method of the paper
+    nonneg: str = "softplus"            # hot: w >= 0 by softplus (w = 1 at init), sigmoid or softmax
+                                        # over a video's groups; the paper leaves it open
+    hidden: int = 0                     # hot: width of w's hidden layer; 0 = linear score (fewest
+                                        # parameters for the few videos of a split)
+    lr: float = 1e-2                    # Adam step; the classifiers' default, stable on unit rows
+    weight_decay: Any = (0.0, 1e-3)     # a grid chosen on the validation part carved from each
+                                        # split's training part (never the test part)
+    max_epochs: int = 100               # upper bound; early stopping usually ends sooner
+    patience: int = 10                  # epochs without a better validation loss before stopping
+    train_seed: int = 0                 # seeds initialisation, shuffling and the validation part
+                                        # (not `seed`: that key is ExtractConfig's, one namespace)
+    model: str = _nokey("")             # predict: a trained model folder (train/.../<split>)
+    videos: tuple = _nokey(())          # predict: a folder of videos, or video files
+    top_k: int = _nokey(5)              # predict: classes listed per video, best first
+
+    def __post_init__(self):
+        from pipeline.attention import ATTENTIONS
+        from pipeline.attention.hot import NONNEG
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention={self.attention!r}: choose one of {', '.join(ATTENTIONS)}")
+        if self.nonneg not in NONNEG:
+            raise ValueError(f"nonneg={self.nonneg!r}: choose one of {', '.join(NONNEG)}")
+        if not isinstance(self.hidden, int) or isinstance(self.hidden, bool) or self.hidden < 0:
+            raise ValueError(f"hidden={self.hidden!r} must be an integer >= 0 (0 = linear)")
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 10):
+            raise ValueError(f"lr={self.lr!r} must be a number in (0, 10)")
+        grid = self.weight_decay if isinstance(self.weight_decay, (tuple, list)) else (self.weight_decay,)
+        if not grid or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+                               for v in grid):
+            raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0, or a tuple of such "
+                             f"values (a grid)")
+        object.__setattr__(self, "weight_decay",
+                           tuple(float(v) for v in grid) if len(grid) > 1 else float(grid[0]))
+        for name in ("max_epochs", "patience", "top_k"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}={value!r} must be an integer >= 1")
+        videos = (self.videos,) if isinstance(self.videos, str) else tuple(self.videos)
+        if not all(isinstance(v, str) and v for v in videos):
+            raise ValueError(f"videos={self.videos!r}: give a folder or video file paths")
+        object.__setattr__(self, "videos", videos)

@@ -100,8 +100,11 @@ def descriptors_dir(ecfg: ExtractConfig, cfg: DescriptorConfig, weigher: "Weighe
     inp = find_features(ecfg, cfg)
     params = {**key_params(cfg), "parts": inp.parts, "groups": inp.groups,
               **({"weigher": weigher.key} if weigher is not None else {})}
+    unused = ("epn", "epn_params", "spectrum_norm", "center") if cfg.order == 1 else ("first_order",)
+    params = {k: v for k, v in params.items() if k not in unused}
     key = stage_key(STAGE, STAGE_VERSION, params, upstream=[inp.folder.name])
-    slug = f"{'so' if cfg.order == 2 else 'to'}-{cfg.epn}-d{cfg.sketch_dim}"
+    slug = (f"fo-{cfg.first_order}" if cfg.order == 1 else
+            f"{'so' if cfg.order == 2 else 'to'}-{cfg.epn}") + f"-d{cfg.sketch_dim}"
     return stage_dir(ecfg.cache_root, STAGE, inp.dataset.identity, slug, key), inp
 
 
@@ -132,15 +135,47 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def sketched(parts: list[np.ndarray], sketches: list[CountSketch]) -> np.ndarray:
-    """parts: P x (N, D_p) -> phi (N, P d').
+def sketched(parts: list[np.ndarray], sketches: list[CountSketch] | None) -> np.ndarray:
+    """parts: P x (N, D_p) -> phi (N, P d'), or (N, sum D_p) unsketched when sketches is None.
 
     HoT: each part is count-sketched on its own and the sketches concatenated, phi_n in R^{P d'};
     each part's sketch is l2-normalised (so no stream dominates by scale) and then the whole
     phi_n, as the derivation assumes ||phi_n|| = 1 (ours: the per-part step).
     """
+    if sketches is None:
+        return unit_rows(np.concatenate([unit_rows(p) for p in parts], axis=1))
     return unit_rows(np.concatenate([unit_rows(sk.transform(p)) for sk, p in zip(sketches, parts)],
                                     axis=1))
+
+
+def first_order(phis: list[np.ndarray], weights: list[np.ndarray], how: str) -> np.ndarray:
+    """The first-order baseline per video: the (weighted) mean and/or the max over its windows of
+    phi (N, d), each l2-normalised -> (B, d) or (B, 2d) for "meanmax". Average pooling is also
+    attentional pooling's top-down-only special case (AP)."""
+    out = []
+    for phi, w in zip(phis, weights):
+        pooled = []
+        if how in ("mean", "meanmax"):
+            pooled.append(unit_rows((w @ phi / max(w.sum(), 1e-12))[None])[0])
+        if how in ("max", "meanmax"):
+            pooled.append(unit_rows(phi.max(axis=0)[None])[0])
+        out.append(np.concatenate(pooled))
+    return np.stack(out)
+
+
+def descriptor_size(d: int, cfg: DescriptorConfig) -> int:
+    """Values stored per video: d (2d for meanmax) at first order, else the unique entries."""
+    if cfg.order == 1:
+        return d * (2 if cfg.first_order == "meanmax" else 1)
+    return n_unique(d, cfg.order)
+
+
+def pooled(phis: list[np.ndarray], weights: list[np.ndarray], cfg: DescriptorConfig) -> np.ndarray:
+    """Descriptors (B, descriptor_size) of a batch of videos' window features."""
+    if cfg.order == 1:
+        return first_order(phis, weights, cfg.first_order)
+    return hot_descriptors(phis, order=cfg.order, epn=cfg.epn, epn_params=cfg.epn_params,
+                           spectrum_norm=cfg.spectrum_norm, weights=weights, center=cfg.center)
 
 
 def window_weights(groups: list[str], cfg: DescriptorConfig) -> np.ndarray | None:
@@ -183,7 +218,8 @@ class DescriptorJob:
     def __call__(self, ids: list[str]) -> Iterator[tuple[str, object]]:
         cfg = self.cfg
         sketches = worker_state(f"sketch:{self.dims}:{cfg.sketch_dim}:{cfg.sketch_seed}",
-                                lambda: make_sketches(list(self.dims), cfg.sketch_dim, cfg.sketch_seed))
+                                lambda: make_sketches(list(self.dims), cfg.sketch_dim, cfg.sketch_seed)
+                                if cfg.sketch_dim else None)
         for first in range(0, len(ids), self.batch):
             ready, phis, weights, sources = [], [], [], []
             for item_id in ids[first:first + self.batch]:
@@ -208,15 +244,22 @@ class DescriptorJob:
             if not ready:
                 continue
             try:
-                descs = hot_descriptors(phis, order=cfg.order, epn=cfg.epn, epn_params=cfg.epn_params,
-                                        spectrum_norm=cfg.spectrum_norm, weights=weights,
-                                        center=cfg.center).astype(np.float32)
-            except Exception as exc:  # noqa: BLE001 - the batch's items fail, the run goes on
-                yield from ((item_id, exc) for item_id in ready)
-                continue
+                descs = list(pooled(phis, weights, cfg).astype(np.float32))
+            except Exception:  # noqa: BLE001 - find the culprit: each item alone
+                descs = []
+                for phi, w in zip(phis, weights):
+                    try:
+                        descs.append(pooled([phi], [w], cfg)[0].astype(np.float32))
+                    except Exception as exc:  # noqa: BLE001 - fails this item only
+                        descs.append(exc)
             for item_id, source, desc in zip(ready, sources, descs):
-                yield item_id, functools.partial(write_descriptor, item_id=item_id, source=source,
-                                                 descriptor=desc)
+                if isinstance(desc, Exception):
+                    yield item_id, desc
+                elif not np.isfinite(desc).all():
+                    yield item_id, ValueError(f"the descriptor of {item_id} is not finite")
+                else:
+                    yield item_id, functools.partial(write_descriptor, item_id=item_id,
+                                                     source=source, descriptor=desc)
 
 
 def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig, *,
@@ -234,14 +277,14 @@ def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig, *,
     first = read_parts(item_path(inp.folder, ids[0]), inp.parts, inp.groups)[0]
     warn_degenerate(inp.parts, first)
     dims = [p.shape[1] for p in first]
-    sketches = make_sketches(dims, cfg.sketch_dim, cfg.sketch_seed)
-    d = cfg.sketch_dim * len(dims)
+    sketches = make_sketches(dims, cfg.sketch_dim, cfg.sketch_seed) if cfg.sketch_dim else []
+    d = cfg.sketch_dim * len(dims) if cfg.sketch_dim else sum(dims)
     job = DescriptorJob(cfg, str(inp.folder.resolve()), tuple(inp.parts), tuple(inp.groups),
                         tuple(dims), weigher)
     manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "upstream": str(inp.folder),
                 "upstream_config": inp.manifest["config"], "parts": inp.parts, "groups": inp.groups,
                 "part_dims": dims,
-                "d": d, "n_unique": n_unique(d, cfg.order), "missing_upstream": inp.missing,
+                "d": d, "n_unique": descriptor_size(d, cfg), "missing_upstream": inp.missing,
                 "weigher": weigher.key if weigher is not None else None}
     with stage_lock(folder):
         with atomic_path(folder / "sketch.h5") as tmp, h5py.File(tmp, "w") as f:
@@ -254,7 +297,7 @@ def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig, *,
                            progress=lambda n: tqdm(total=n, desc="descriptors", unit="video",
                                                    disable=None))
         write_view(folder, done_ids(folder, sources, lambda f: "descriptor" in f), sources,
-                   d=d, order=cfg.order)
+                   d=d, order=cfg.order, size=descriptor_size(d, cfg))
     return result
 
 
@@ -267,17 +310,19 @@ def view_current(folder: Path, sources: dict[str, str]) -> bool:
         return False
 
 
-def write_view(folder: Path, ids: list[str], sources: dict[str, str], *, d: int, order: int) -> None:
+def write_view(folder: Path, ids: list[str], sources: dict[str, str], *, d: int, order: int,
+               size: int) -> None:
     """Consolidate the item files of `ids` into one `descriptors.h5`, atomically; its attribute
     "sources" tells whether it is current (the digest of `sources`, all items wanted)."""
     with atomic_path(folder / VIEW) as tmp, h5py.File(tmp, "w") as out:
-        data = out.create_dataset("descriptors", (len(ids), n_unique(d, order)), dtype=np.float32)
+        data = out.create_dataset("descriptors", (len(ids), size), dtype=np.float32)
         for row, item_id in enumerate(ids):
             with h5py.File(item_path(folder, item_id), "r") as f:
                 data[row] = f["descriptor"][()]
         out.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
         out.attrs.update(order=order, d=d, sources=digest(sources),
-                         packing="unique entries i<=j(<=k), raw (see tensor_pool.pack)")
+                         packing="order 1: pooled vector; else unique entries i<=j(<=k), raw "
+                                 "(see tensor_pool.pack)")
 
 
 def load_view(folder: Path) -> tuple[list[str], np.ndarray, dict]:

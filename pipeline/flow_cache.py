@@ -7,7 +7,9 @@ q = round(u * 254) clipped to [0, 254] (zero motion u = 0.5 is exactly 127; read
 float32, error <= 0.5/254), one frame per chunk, gzip level 1 (measured at 224x224: lzf writes
 ~2x faster, 0.8 vs 1.6 ms a frame, both < 0.5% of TV-L1's ~500 ms, but gzip 1 is 20-35% smaller),
 and attrs id, path, [frame_range], source_size, source_mtime_ns, num_frames, method, size, crop,
-complete. Items are written frame by frame to a temporary file and renamed into place.
+complete, [claimed_frames, decoded_frames] (a video shorter than its container claims). Items are
+written frame by frame to a temporary file and renamed into place; one that a killed writer left is
+removed when the item is next written.
 """
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ from typing import Iterator
 import h5py
 import numpy as np
 
-from pipeline.cache import atomic_path, h5_valid, item_path, stage_dir, stage_key, write_json
+from pipeline import video
+from pipeline.cache import (atomic_path, h5_valid, item_path, stage_dir, stage_key, sweep_temporary,
+                            write_json)
 from pipeline.flow import FLOW_BOUND, FLOW_METHODS
 
 log = logging.getLogger(__name__)
@@ -159,17 +163,21 @@ class FlowCache:
                frames: tuple[int, int] | None) -> Iterator[FlowWriter]:
         """Write item_id's flow frame by frame: `with cache.writer(...) as w: u = w.push(unit)`.
 
-        The source is identified (stat) on entry. On normal exit the file is completed and renamed
-        into place (a concurrent writer of the same item: the last rename wins, whole); on an
-        exception, or if no frame was pushed, no file and no temporary file is left.
+        The source is identified (stat) on entry, and temporary files of this item that killed
+        writers left are removed. On normal exit the file is completed and renamed into place (a
+        concurrent writer of the same item: the last rename wins, whole); on an exception, or if
+        no frame was pushed, no file and no temporary file is left.
         """
         src = _source(path, frames)
+        target = self.item_file(item_id)
+        if target.parent.is_dir():
+            sweep_temporary(target.parent, pattern=f".{target.name}.tmp-*")
         if not (self.folder / DESCRIPTION).is_file():
             write_json(self.folder / DESCRIPTION, {
                 "stage": "flow", "version": FLOW_CACHE_VERSION, "key": self.key, "params": self.params,
                 "dataset": self.dataset, "format": "items/<id>.h5: flow (T, H, W, 2) uint8, q = "
                 "round(u * 254), u = q / 254 in [0, 1] (0.5 = zero motion, 1 = +bound px)"})
-        with atomic_path(self.item_file(item_id)) as tmp:
+        with atomic_path(target) as tmp:
             with h5py.File(tmp, "w") as f:
                 w = FlowWriter(f)
                 yield w
@@ -178,6 +186,9 @@ class FlowCache:
                     raise ValueError(f"item {item_id!r}: no flow frames were pushed; nothing is cached")
                 f.attrs.update(id=item_id, num_frames=n, method=self.method, size=self.size,
                                crop=self.crop, **src)
+                shortfall = video.peek_shortfall(path) if frames is None else None
+                if shortfall is not None:
+                    f.attrs.update(claimed_frames=shortfall[0], decoded_frames=shortfall[1])
                 f.attrs["complete"] = True
         log.debug("cached %d flow frames of %s", n, item_id)
 
@@ -209,4 +220,7 @@ class FlowCache:
                 for start in range(0, ds.shape[0], block):
                     for q in ds[start:start + block]:
                         yield dequantise(q)
+                if "claimed_frames" in f.attrs:      # as if the video had been decoded again
+                    video.record_shortfall(str(f.attrs["path"]), int(f.attrs["claimed_frames"]),
+                                           int(f.attrs["decoded_frames"]))
         return frames()

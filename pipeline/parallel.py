@@ -11,19 +11,64 @@ filesystem at the same path.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
+from pipeline.cache import StageError
+
 log = logging.getLogger(__name__)
 BACKENDS = ("serial", "processes", "dask")
 Write = Callable[[Path], None]
+# errors that say the cache cannot be written at all: every later item would fail the same way
+CACHE_UNWRITABLE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 class Job(Protocol):
+    """Called with item ids; yields (id, write) or (id, exception) per item. A job may carry its
+    stage config as `cfg`: `cfg.strict_frames` fails items whose video decoded fewer frames than
+    its container claims (else they are done with a warning)."""
+
     def __call__(self, ids: list[str]) -> Iterator[tuple[str, Write | BaseException]]: ...
+
+
+def strict_frames(job: Job) -> bool:
+    """Whether `job`'s config asks frame shortfalls to fail (ExtractConfig.strict_frames)."""
+    return bool(getattr(getattr(job, "cfg", None), "strict_frames", False))
+
+
+def cache_unwritable(exc: BaseException) -> str | None:
+    """Why the cache cannot be written ("No space left on device", "Read-only file system", ...)
+    when `exc` says so (h5py may give the errno in its message only), else None."""
+    if not isinstance(exc, OSError):
+        return None
+    if exc.errno in CACHE_UNWRITABLE:
+        return os.strerror(exc.errno)
+    return next((os.strerror(e) for e in CACHE_UNWRITABLE if os.strerror(e) in str(exc)), None)
+
+
+def frame_note(path: Path, strict: bool) -> dict[str, Any]:
+    """Attributes for a freshly written item file whose video (its attribute "path") decoded
+    fewer frames than its container claims (pipeline.video.take_shortfall): claimed_frames,
+    decoded_frames and warning. With `strict`, a VideoError instead."""
+    from pipeline import video
+    if not video.shortfalls_pending():
+        return {}
+    import h5py
+    with h5py.File(path, "r") as f:
+        source = f.attrs.get("path")
+    shortfall = None if source is None else video.take_shortfall(str(source))
+    if shortfall is None:
+        return {}
+    claimed, decoded = shortfall
+    warning = (f"decoded {decoded} of the {claimed} frames its container claims (truncated file "
+               f"or wrong header)")
+    if strict:
+        raise video.VideoError(f"{source}: {warning}; strict_frames=True makes this a failure")
+    return {"claimed_frames": claimed, "decoded_frames": decoded, "warning": warning}
 
 
 _STATE: dict[str, Any] = {}
@@ -43,9 +88,13 @@ def run_chunk(job: Job, folder: Path, ids: list[str], threads: int = 0,
 
     Returns id -> failure reason (None for success). Never raises for a bad item: an exception
     while writing fails that item only; one escaping the job fails the items it had not yielded.
-    threads > 0 sets torch's intra-op threads (a worker's share of the machine's cores).
+    Each file is sealed (pipeline.cache.seal: NaN or Inf data fail the item) and records a frame
+    shortfall of its video as a warning (`frame_note`). A cache that cannot be written (disk
+    full, read-only) raises StageError naming the file: nothing partial is left, earlier items
+    are kept. threads > 0 sets torch's intra-op threads (a worker's share of the machine's cores).
     """
-    from pipeline.cache import atomic_path, item_path
+    from pipeline.cache import atomic_path, item_path, seal
+    strict = strict_frames(job)
     if threads > 0:
         import torch
         torch.set_num_threads(threads)
@@ -64,12 +113,25 @@ def run_chunk(job: Job, folder: Path, ids: list[str], threads: int = 0,
             if isinstance(write, BaseException):
                 failure = reason(write)
             else:
+                path = item_path(folder, item_id)
                 try:
-                    with atomic_path(item_path(folder, item_id)) as tmp:
+                    with atomic_path(path) as tmp:
                         write(tmp)
+                        note = frame_note(tmp, strict)
+                        seal(tmp, **note)
+                    if note:
+                        log.warning("item %s: %s", item_id, note["warning"])
                 except Exception as exc:  # noqa: BLE001 - one bad item never stops a run
+                    why = cache_unwritable(exc)
+                    if why is not None:
+                        raise StageError(f"cannot write {path}: {why}. The cache is full or "
+                                         f"read-only; the items written so far are kept and "
+                                         f"nothing partial is left: free space (or fix its "
+                                         f"permissions) and rerun") from exc
                     failure = reason(exc)
             record(item_id, failure)
+    except StageError:
+        raise
     except Exception as exc:  # noqa: BLE001 - e.g. a model that cannot be built on this worker
         for item_id in ids:
             if item_id not in results:
@@ -133,6 +195,8 @@ def run_job(job: Job, folder: Path, ids: list[str], *, backend: str = "serial", 
             for results in run(joblib.delayed(run_chunk)(job, folder, part, threads) for part in parts):
                 reported.update(results)
                 collect(results)
+        except StageError:
+            raise
         except Exception as exc:  # noqa: BLE001 - e.g. a worker killed (OOM, SIGKILL, segfault)
             log.error("the worker processes stopped: %s", reason(exc))
             collect({i: f"a worker process died before finishing it ({reason(exc)})"
@@ -165,10 +229,13 @@ def _dask_map(job: Job, folder: Path, parts: list[list[str]], workers: int, thre
                        for part in parts}
             for future in as_completed(futures):
                 try:
-                    yield futures[future], future.result()
+                    result = future.result()
+                except StageError:               # the cache cannot be written: stop the run
+                    raise
                 except Exception as exc:  # noqa: BLE001 - a lost worker fails its chunk only
                     log.error("a Dask task failed: %s", reason(exc))
-                    yield futures[future], None
+                    result = None
+                yield futures[future], result
     finally:
         if cluster is not None:
             cluster.close()

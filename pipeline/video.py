@@ -1,12 +1,15 @@
 """Decoding and window sampling: the index arithmetic of METHOD.md (pure functions) and a
 streaming cutter that decodes each video once and yields every (L, s) window from those frames.
 
-Memory is bounded by the longest window span, not by the video's length.
+Memory is bounded by the longest window span, not by the video's length; files from outside are
+bounded too (frame size, frame count) and images are refused as "not a video".
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -15,9 +18,64 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+MAX_FRAME_PIXELS = 7680 * 4320   # 8K UHD: a larger frame (before or after resizing) is refused
+MAX_FRAMES = 2_000_000           # ~9 h at 60 fps: decoding stops with an error past this
+# still-image formats FFmpeg would open as a 1-frame "video" (animated GIF is left as a video)
+IMAGE_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP",
+                    b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+
+_shortfalls: dict[str, tuple[int, int]] = {}   # real path -> (claimed, decoded), this process
+_shortfalls_lock = threading.Lock()
+
 
 class VideoError(RuntimeError):
     """A video cannot be decoded as asked; the message names the file."""
+
+
+def image_format(path: str | Path) -> str | None:
+    """The still-image format of the file at `path` by its first bytes ("PNG", ...), or None."""
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in IMAGE_SIGNATURES.items() if head.startswith(magic)), None)
+
+
+def record_shortfall(path: str | Path, claimed: int, decoded: int) -> None:
+    """Note that the video at `path` decoded `decoded` of the `claimed` frames (see
+    take_shortfall); the item writer turns it into a warning or, strictly, a failure."""
+    with _shortfalls_lock:
+        _shortfalls[os.path.realpath(path)] = (int(claimed), int(decoded))
+
+
+def peek_shortfall(path: str | Path) -> tuple[int, int] | None:
+    with _shortfalls_lock:
+        return _shortfalls.get(os.path.realpath(path))
+
+
+def take_shortfall(path: str | Path) -> tuple[int, int] | None:
+    """(claimed, decoded) frames of the last complete decode of `path` in this process if it
+    came up short, else None; forgotten once taken."""
+    with _shortfalls_lock:
+        return _shortfalls.pop(os.path.realpath(path), None)
+
+
+def shortfalls_pending() -> bool:
+    return bool(_shortfalls)
+
+
+def check_frame_size(path: Path, height: int, width: int, size: int, crop: bool) -> None:
+    """Refuse frames (as decoded, and as resized to short side `size`) above MAX_FRAME_PIXELS:
+    an untrusted file cannot make one frame, or the ring of frames, exhaust memory."""
+    if height <= 0 or width <= 0:
+        raise VideoError(f"{path}: not a video (no video stream)")
+    out = (height, width) if not size else (size, size) if crop else (
+        max(size, round(height * size / min(height, width))),
+        max(size, round(width * size / min(height, width))))
+    for what, (h, w) in (("frames", (height, width)), ("resized frames", out)):
+        if h * w > MAX_FRAME_PIXELS:
+            raise VideoError(f"{path}: {what} of {w}x{h} px exceed the limit of "
+                             f"{MAX_FRAME_PIXELS} px (pipeline.video.MAX_FRAME_PIXELS); refused")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +199,9 @@ def resize_short_side(frame: np.ndarray, size: int, crop: bool) -> np.ndarray:
 class VideoReader:
     """Sequential RGB frames of a video (or of its [start, end) range) via OpenCV.
 
-    `decoded` counts frames pulled from the decoder, for the decode-once benchmark.
+    `decoded` counts frames pulled from the decoder, for the decode-once benchmark. A whole video
+    that decodes fewer frames than its container claims is recorded (`take_shortfall`). Images
+    ("not a video"), frames above MAX_FRAME_PIXELS and videos past MAX_FRAMES raise VideoError.
     """
 
     def __init__(self, path: str | Path, *, frames: tuple[int, int] | None = None,
@@ -154,10 +214,19 @@ class VideoReader:
             raise VideoError(f"{self.path}: no such file")
         if self.path.stat().st_size == 0:
             raise VideoError(f"{self.path}: empty file (0 bytes)")
+        image = image_format(self.path)
+        if image is not None:
+            raise VideoError(f"{self.path}: not a video (a {image} image)")
         cap = cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
             raise VideoError(f"{self.path}: cannot be opened as a video (corrupt, not a video, "
                              f"or a codec this OpenCV build lacks)")
+        try:
+            check_frame_size(self.path, int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                             int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), self.size, self.crop)
+        except VideoError:
+            cap.release()
+            raise
         return cap
 
     def metadata(self) -> dict:
@@ -186,17 +255,30 @@ class VideoReader:
     def __iter__(self) -> Iterator[np.ndarray]:
         cap = self._open()
         try:
+            claimed = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
             start, end = self.range if self.range is not None else (0, None)
             if start:
                 cap = self._seek(cap, start)
-            f = start
+            f, shape = start, None
             while end is None or f < end:
                 ok, frame = cap.read()
                 if not ok:
                     if end is not None:
                         raise VideoError(f"{self.path}: frame range [{start}, {end}) passes the "
                                          f"end of the video ({f} frames)")
+                    if self.range is None and 0 < f < claimed:
+                        log.warning("%s: decoded %d of the %d frames its container claims",
+                                    self.path, f, claimed)
+                        record_shortfall(self.path, claimed, f)
+                    elif self.range is None:
+                        take_shortfall(self.path)    # an earlier short decode no longer holds
                     break
+                if frame.shape != shape:             # the header may lie about the size
+                    check_frame_size(self.path, frame.shape[0], frame.shape[1], self.size, self.crop)
+                    shape = frame.shape
+                if f - start >= MAX_FRAMES:
+                    raise VideoError(f"{self.path}: more than {MAX_FRAMES} frames "
+                                     f"(pipeline.video.MAX_FRAMES); refused")
                 self.decoded += 1
                 f += 1
                 yield resize_short_side(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), self.size, self.crop)

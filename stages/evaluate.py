@@ -12,15 +12,15 @@ from stages.common import EXIT_OK, run
 log = logging.getLogger("stages")
 
 
-def _body(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig) -> int:
-    folder, results = evaluate(ecfg, dcfg, vcfg)
+def _body(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig, icfg) -> int:
+    folder, results = evaluate(ecfg, dcfg, vcfg, icfg)
     log.info("evaluate: %s (results.json, results.md)", folder)
     print((folder / "results.md").read_text(), end="")
     return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(argv, 3, _body)
+    return run(argv, 4, _body)
 
 
 if __name__ == "__main__":

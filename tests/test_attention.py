@@ -138,6 +138,28 @@ def test_hot_module_gradcheck_through_attention_network(order, nonneg, hidden):
     assert gradcheck(logits, params, eps=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("order", [2, 3])
+def test_hot_module_batched_logits_equal_the_linear_layer_on_per_video_descriptors(order):
+    """Videos of equal shapes go through EPN as one batch (in any order), and SO logits come from
+    the unpacked form <U_c, E>_F / ||E||_F + b: the same as the linear layer on each video's
+    l2-normalised Frobenius-scaled packed descriptor."""
+    d = 6
+    caches = [build_cache(*_video(N, d, 3, seed=i), order) for i, N in enumerate((4, 9, 4, 7, 9))]
+    torch.manual_seed(0)
+    module = HoTModule(d, 4, order=order, fn=E.make_epn("maxexp", eta="N"), spectrum_norm="sum",
+                       hidden=0, nonneg="softplus").double()
+    for p in module.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    with torch.no_grad():
+        rows = []
+        for cache, w in zip(caches, module.group_weights(caches)):
+            X = hot_descriptor_torch(cache, w, order, module.fn)
+            rows.append(TP.frobenius_scale(TP.pack(X, order), d, order))
+        rows = torch.nn.functional.normalize(torch.stack(rows), dim=-1)
+        torch.testing.assert_close(module.descriptors(caches), rows, rtol=0, atol=1e-13)
+        torch.testing.assert_close(module(caches), module.classifier(rows), rtol=0, atol=1e-13)
+
+
 def test_group_attention_nonneg_choices():
     means = torch.randn(5, 4)
     for nonneg in ("softplus", "sigmoid", "softmax"):

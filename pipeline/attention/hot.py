@@ -19,12 +19,13 @@ from torch.nn import functional as F
 from pipeline.epn import (SPECTRUM_NORMS, SpectralFunction, _core_apply_reconstruct, epn_so_torch,
                           make_epn, stable_eigh)
 from pipeline.heads.base import SampleData, TorchClassifierBase, resolve_device, torch_dtype
-from pipeline.tensor_pool import ORDERS, frobenius_scale, n_unique, pack
+from pipeline.tensor_pool import ORDERS, frobenius_scale, n_unique, pack, pack_weights, unpack
 
 log = logging.getLogger(__name__)
 
 __all__ = ["NONNEG", "GroupAttention", "HoTModule", "HoTAttentionClassifier",
-           "NoAttentionClassifier", "GroupWeigher", "build_cache", "hot_descriptor_torch"]
+           "NoAttentionClassifier", "GroupWeigher", "build_cache", "stack_caches",
+           "hot_descriptor_torch"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,21 +151,33 @@ def build_cache(phi: np.ndarray, groups: np.ndarray, order: int, *, center: bool
     return cache
 
 
+def stack_caches(caches: Sequence[_VideoCache]) -> _VideoCache:
+    """Caches of videos with equal N and equal numbers of present groups (so equal shapes) as one
+    cache with a leading batch axis (B, ...), for hot_descriptor_torch with w (B, G)."""
+    def stack(name: str) -> torch.Tensor | None:
+        parts = [getattr(c, name) for c in caches]
+        return None if parts[0] is None else torch.stack(parts)
+
+    return _VideoCache(caches[0].n, stack("present"), stack("means"), stack("gpos"), stack("Q"),
+                       stack("blocks"), stack("Y"), stack("H"))
+
+
 def hot_descriptor_torch(cache: _VideoCache, w: torch.Tensor, order: int, fn: SpectralFunction,
                          spectrum_norm: str = "sum") -> torch.Tensor:
     """EPN(X) of one video from its cache and group weights w (G_v,) >= 0 (one per present
-    group), differentiable in w: (d, d) for SO, (d, d, d) for TO. fn is resolved here with N."""
+    group), differentiable in w: (d, d) for SO, (d, d, d) for TO. fn is resolved here with N.
+    Batched alike: cache = stack_caches(caches) and w (B, G) give (B, d, d[, d])."""
     fn = fn.resolve(cache.n) if fn.needs_n_windows else fn
     if order == 2:
         a = w ** 2 / cache.n
-        B = torch.einsum("g,gij->ij", a, cache.blocks)
+        B = torch.einsum("...g,...gij->...ij", a, cache.blocks)
         E = epn_so_torch(B, fn, spectrum_norm)
         return E if cache.Q is None else cache.Q @ E @ cache.Q.mT
-    a = (w ** 3 / cache.n)[cache.gpos]  # (N,)
+    a = torch.gather(w ** 3 / cache.n, -1, cache.gpos)  # (..., N): a_n = w_{g(n)}^3 / N
     aY = a.unsqueeze(-1) * cache.Y
     _, V = stable_eigh(aY.mT @ cache.H @ aY)  # X_(1) X_(1)^T in the range basis, descending
     Z = cache.Y @ V
-    core = torch.einsum("n,ni,nj,nl->ijl", a, Z, Z, Z)
+    core = torch.einsum("...n,...ni,...nj,...nl->...ijl", a, Z, Z, Z)
     U = V if cache.Q is None else cache.Q @ V
     return _core_apply_reconstruct(core, U, fn, spectrum_norm)
 
@@ -173,7 +186,8 @@ class HoTModule(nn.Module):
     """Attention + pooling + EPN + linear softmax: caches of B videos -> logits (B, C).
 
     descriptor = l2-normalised frobenius_scale(pack(EPN(X))) (as evaluate.prepare does for the
-    SVM), so the classifier sees the same rows an SVM head would.
+    SVM), so the classifier sees the same rows an SVM head would. Videos with equal shapes (N,
+    number of present groups) go through EPN as one batch.
     """
 
     def __init__(self, d: int, n_classes: int, *, order: int, fn: SpectralFunction,
@@ -182,6 +196,10 @@ class HoTModule(nn.Module):
         self.d, self.order, self.fn, self.spectrum_norm = d, order, fn, spectrum_norm
         self.attention = GroupAttention(d, hidden, nonneg) if learn_attention else None
         self.classifier = nn.Linear(n_unique(d, order), n_classes)
+        if order == 2:  # for forward: unpack as one gather (flat entry (i, j) of a (d, d)
+            # matrix is packed entry unpack(arange)[i, j])
+            self.register_buffer("_unpack_index", torch.as_tensor(
+                unpack(np.arange(n_unique(d, 2)), d, 2).reshape(-1)), persistent=False)
 
     def group_weights(self, caches: Sequence[_VideoCache]) -> list[torch.Tensor]:
         """[(G_v,)] the weight of each present group of each video."""
@@ -191,16 +209,53 @@ class HoTModule(nn.Module):
         w = self.attention(torch.cat([c.means for c in caches]), lengths)
         return list(torch.split(w, lengths))
 
+    def _epn_batches(self, caches: Sequence[_VideoCache]):
+        """(positions in caches, EPN tensors (b, d, d[, d])) for each set of same-shaped videos."""
+        same: dict[tuple[int, int], list[int]] = {}
+        for i, c in enumerate(caches):
+            same.setdefault((c.n, len(c.present)), []).append(i)
+        weights = self.group_weights(caches)
+        for pos in same.values():
+            w = torch.stack([weights[i] for i in pos])
+            yield pos, hot_descriptor_torch(stack_caches([caches[i] for i in pos]), w, self.order,
+                                            self.fn, self.spectrum_norm)
+
+    @staticmethod
+    def _in_order(parts: list[tuple[list[int], torch.Tensor]]) -> torch.Tensor:
+        """Rows computed per batch of same-shaped videos, back in the order of the caches."""
+        positions = [i for pos, _ in parts for i in pos]
+        rows = torch.cat([r for _, r in parts])
+        if positions == list(range(len(positions))):
+            return rows
+        return rows[torch.as_tensor(np.argsort(positions), device=rows.device)]
+
+    def _rows(self, E: torch.Tensor) -> torch.Tensor:
+        return F.normalize(frobenius_scale(pack(E, self.order), self.d, self.order), dim=-1)
+
     def descriptors(self, caches: Sequence[_VideoCache]) -> torch.Tensor:
         """(B, n_unique(d, order)) unit rows."""
-        rows = []
-        for cache, w in zip(caches, self.group_weights(caches)):
-            E = hot_descriptor_torch(cache, w, self.order, self.fn, self.spectrum_norm)
-            rows.append(frobenius_scale(pack(E, self.order), self.d, self.order))
-        return F.normalize(torch.stack(rows), dim=-1)
+        return self._in_order([(pos, self._rows(E)) for pos, E in self._epn_batches(caches)])
 
     def forward(self, caches: Sequence[_VideoCache]) -> torch.Tensor:
-        return self.classifier(self.descriptors(caches))
+        if self.order == 3:
+            # TO: unpacking W would hold C d^3 numbers (6x pack's); pack the batch's tensors.
+            return self.classifier(self.descriptors(caches))
+        # SO, without packing: pack_weights p (1 on the diagonal, 2 off it) make
+        #   <X, Y>_F = sum_k p_k pack(X)_k pack(Y)_k   (tensor_pool.pack_weights)
+        # for symmetric X, Y, and frobenius_scale multiplies pack(E) by sqrt(p), so the descriptor
+        # r = sqrt(p) o pack(E) / ||E||_F (its norm is ||E||_F) and, with U_c = unpack(W_c /
+        # sqrt(p)), the linear layer is
+        #   W_c . r + b_c = <U_c, E>_F / ||E||_F + b_c.
+        # U (C, d^2): the rows U_c flattened.
+        W = self.classifier.weight
+        sqrt_p = torch.as_tensor(np.sqrt(pack_weights(self.d, 2)), dtype=W.dtype, device=W.device)
+        U = (W / sqrt_p).index_select(1, self._unpack_index)
+        parts = []
+        for pos, E in self._epn_batches(caches):
+            flat = E.flatten(1)
+            norm = flat.norm(dim=1, keepdim=True).clamp_min(1e-12)  # as F.normalize's eps
+            parts.append((pos, flat @ U.mT / norm))
+        return self._in_order(parts) + self.classifier.bias
 
 
 # --------------------------------------------------------------------------------------------

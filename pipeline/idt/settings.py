@@ -48,6 +48,11 @@ class IDTConfig:
     idt_gmm_samples: int = 256_000      # descriptors sampled per type to fit PCA and the GMM
                                         # (256,000 as Wang & Schmid)
     idt_seed: int = 0                   # seeds the sample, PCA and GMM initialisation
+    # source
+    idt_import: str | None = None       # a folder of DenseTrackStab text output, <item id>.txt
+                                        # or .txt.gz, to import instead of extracting (stages.idt);
+                                        # where it lives keys nothing: each item keeps its file's
+                                        # identity
 
     def __post_init__(self):
         ints = {"idt_stride": (self.idt_stride, 1), "idt_scales": (self.idt_scales, 1),
@@ -85,6 +90,8 @@ class IDTConfig:
             raise ValueError(f"idt_pca_ratio={self.idt_pca_ratio} must be in (0, 1]")
         if self.idt_flow not in IDT_FLOWS:
             raise ValueError(f"idt_flow={self.idt_flow!r}: choose one of {list(IDT_FLOWS)}")
+        if self.idt_import is not None and not isinstance(self.idt_import, str):
+            raise ValueError(f"idt_import={self.idt_import!r} must be a folder path or None")
         if not isinstance(self.idt_camera_motion, bool):
             raise ValueError(f"idt_camera_motion={self.idt_camera_motion!r} must be True or False")
 

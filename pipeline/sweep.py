@@ -1,0 +1,81 @@
+"""Sweeps: a grid of stage-2 and head settings run over one stage-1 cache. Every configuration's
+descriptors and evaluation are cached stages, so a rerun (or a killed sweep, resumed) computes
+only what is new; the table is built from the results ledger.
+
+Grid file (JSON): {"base": {key: value, ...}, "rows": [{key: value, ...}, ...],
+"grid": {key: [value, ...], ...}}. Each row (or each point of the cartesian product of "grid",
+or both: every row crossed with every grid point) overrides "base"; the user's command-line
+settings override the file's "base" only. Values are JSON (lists stand for tuples); "name" sets a
+row's name in the table.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.config import DescriptorConfig, EvaluateConfig, ExtractConfig, parse_overrides
+from pipeline.descriptors import compute_descriptors
+from pipeline.evaluate import evaluate, ledger_of
+from pipeline.idt.settings import IDTConfig
+from pipeline.report import paper_table
+
+log = logging.getLogger(__name__)
+
+
+def read_grid(path: str | Path) -> tuple[dict, list[dict]]:
+    """(base settings, one override dict per configuration) from a grid file."""
+    path = Path(path)
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"GRID={path}: cannot be read as JSON ({exc})") from exc
+    unknown = sorted(set(spec) - {"base", "rows", "grid"})
+    if unknown:
+        raise ValueError(f"GRID={path}: unknown entries {unknown}; use base, rows and grid")
+    rows = spec.get("rows") or [{}]
+    grid = spec.get("grid") or {}
+    points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
+    return spec.get("base", {}), [{**row, **point} for row in rows for point in points]
+
+
+def as_token(key: str, value: Any) -> str:
+    """key=value with the value as a Python literal (lists become tuples)."""
+    def literal(v):
+        if isinstance(v, list):
+            return tuple(literal(x) for x in v)
+        if isinstance(v, dict):
+            return {k: literal(x) for k, x in v.items()}
+        return v
+    return f"{key}={literal(value)!r}"
+
+
+def run_sweep(grid: str | Path, argv: list[str]) -> tuple[str, list[dict]]:
+    """Run every configuration of `grid` (stage 2 and evaluation, cached); returns the
+    markdown table and one summary per configuration (name, mean, std, folder)."""
+    base, rows = read_grid(grid)
+    given = {token.partition("=")[0] for token in argv}
+    base_tokens = [as_token(k, v) for k, v in base.items() if k not in given]
+    summaries, keys = [], []
+    for row in tqdm(rows, desc="sweep", unit="config", disable=None):
+        tokens = base_tokens + list(argv) + [as_token(k, v) for k, v in row.items()]
+        ecfg, dcfg, vcfg, icfg = parse_overrides(tokens, ExtractConfig, DescriptorConfig,
+                                                 EvaluateConfig, IDTConfig)
+        compute_descriptors(ecfg, dcfg)
+        folder, results = evaluate(ecfg, dcfg, vcfg, icfg)
+        scores = [v for k, v in results["scores"].items() if k != "mean"]
+        summaries.append({"name": results["method"], "mean": float(np.mean(scores)),
+                          "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
+                          "folder": str(folder), "row": row})
+        keys.append(results["config_key"])
+        log.info("sweep: %s = %.2f%% (%d of %d configurations)", results["method"],
+                 100 * summaries[-1]["mean"], len(summaries), len(rows))
+    records = ledger_of(ecfg, vcfg).records(config_key=keys)
+    order = {k: i for i, k in enumerate(keys)}
+    records.sort(key=lambda r: order[r["config_key"]])
+    return paper_table(records), summaries

@@ -1,0 +1,261 @@
+"""Learned stage 2: per split, an attention pooling (HoT group attention, plain HoT pooling, AP,
+pyramid or self-attention) trained end to end on the training part's cached sketched windows,
+scored on the test part; models, learned weights and ledger records saved like pipeline.evaluate.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+
+from pipeline.attention import build_attention
+from pipeline.cache import (StageError, atomic_path, digest, library_versions, stage_dir,
+                            stage_key, stage_lock, write_json)
+from pipeline.config import (DescriptorConfig, EvaluateConfig, ExtractConfig, TrainConfig,
+                             key_params)
+from pipeline.datasets import TEST, TRAIN
+from pipeline.evaluate import PROTOCOLS, label_matrix, ledger_of, method_name
+from pipeline.metrics import METRICS
+from pipeline.report import paper_table
+from pipeline.sketched import compute_sketched, load_sketched, sketched_ids
+
+log = logging.getLogger(__name__)
+STAGE, STAGE_VERSION = "train", 1
+CONFIG_FILE = "config.json"        # beside each split's model: everything predict needs
+WEIGHTS_FILE = "weights.h5"        # the learned weights per video and per group
+RESULT_FILE = "result.json"        # a split's scores, written last: the split is done
+GROUP_INPUT = ("none", "hot")      # classifiers fed (phi, group) pairs; the others phi alone
+
+
+def pooling_params(dcfg: DescriptorConfig) -> dict:
+    """The HoT pooling settings of stage 2 that the group-attention classifiers share."""
+    return {"order": dcfg.order, "epn": dcfg.epn, "epn_params": dict(dcfg.epn_params),
+            "spectrum_norm": dcfg.spectrum_norm, "center": dcfg.center}
+
+
+# attention name -> its own parameters from the configs (the common training ones are added)
+PARAMS: dict[str, Callable[[DescriptorConfig, TrainConfig], dict]] = {
+    "none": lambda d, t: pooling_params(d),
+    "hot": lambda d, t: {**pooling_params(d), "hidden": t.hidden, "nonneg": t.nonneg},
+    "ap": lambda d, t: {},
+    "pyramid": lambda d, t: {},
+    "self": lambda d, t: {},
+}
+
+
+def build_classifier(ecfg: ExtractConfig, dcfg: DescriptorConfig, tcfg: TrainConfig):
+    """An unfitted classifier for tcfg.attention with the configs' settings."""
+    if tcfg.attention in GROUP_INPUT and dcfg.order == 1:
+        raise ValueError(f"attention={tcfg.attention} pools second- or third-order tensors; "
+                         f"use order=2 or order=3 (or attention=ap for first-order pooling)")
+    return build_attention(tcfg.attention, **PARAMS[tcfg.attention](dcfg, tcfg), lr=tcfg.lr,
+                           weight_decay=tcfg.weight_decay, max_epochs=tcfg.max_epochs,
+                           patience=tcfg.patience, seed=tcfg.train_seed, device=ecfg.device)
+
+
+def samples(attention: str, videos: list[tuple[np.ndarray, np.ndarray]]) -> list:
+    """The classifier's input: (phi, group) pairs for HoT pooling, else phi (N, d) alone (the
+    windows as positions)."""
+    return list(videos) if attention in GROUP_INPUT else [phi for phi, _ in videos]
+
+
+def learned_method_name(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
+                        tcfg: TrainConfig, clf) -> str:
+    """The paper-style row name: "SO+MaxExp+Att", "TO+MaxExp+Att", "SO+MaxExp [softmax]"
+    (no attention), "AP (rank-1)", "STPA (product)", "self-attention (1 query)";
+    EvaluateConfig.name overrides it."""
+    if vcfg.name:
+        return vcfg.name
+    p = clf.get_params()
+    names = {"hot": lambda: method_name(ecfg, dcfg) + "+Att",
+             "none": lambda: method_name(ecfg, dcfg) + " [softmax]",
+             "ap": lambda: f"AP (rank-{p['rank']})",
+             "pyramid": lambda: f"STPA ({p['fusion']})",
+             "self": lambda: f"self-attention ({p['n_queries']} "
+                             f"quer{'y' if p['n_queries'] == 1 else 'ies'})"}
+    return names[tcfg.attention]()
+
+
+def window_attention(clf, attention: str, videos: list) -> list[np.ndarray]:
+    """Per video, the learned weight of each window (N_i, K): hot/none the weight of its group
+    (K = 1); ap/pyramid/self the attention map over windows, one column per component (AP's
+    bottom-up ranks, STPA's maps, the queries)."""
+    if attention in GROUP_INPUT:
+        w = clf.group_weights(videos)
+        return [w[i, group][:, None] for i, (_, group) in enumerate(videos)]
+    maps = clf.attention_map([phi for phi, _ in videos])
+    return [m.reshape(-1, m.shape[-1]).T for m in maps]
+
+
+def per_group(windows: list[np.ndarray], videos: list, n_groups: int) -> np.ndarray:
+    """(n, G) mean weight of each group's windows (over components); NaN where absent."""
+    out = np.full((len(videos), n_groups), np.nan)
+    for i, (w, (_, group)) in enumerate(zip(windows, videos)):
+        for g in np.unique(group):
+            out[i, g] = float(w[group == g].mean())
+    return out
+
+
+def write_weights(path: Path, *, ids: list[str], group_names: list[str], windows: list[np.ndarray],
+                  videos: list, attention: str, method: str) -> None:
+    """HDF5 of the learned weights: ids (n,), groups (G,), group_weights (n, G) (NaN: no window
+    of that group), and ragged per window: window_weights (sum N_i, K), window_group (sum N_i,),
+    offsets (n + 1,) (video i's windows are rows offsets[i]:offsets[i+1])."""
+    strings = h5py.string_dtype()
+    offsets = np.concatenate([[0], np.cumsum([len(w) for w in windows])]).astype(np.int64)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("ids", data=np.array(ids, dtype=object), dtype=strings)
+        f.create_dataset("groups", data=np.array(group_names, dtype=object), dtype=strings)
+        f.create_dataset("group_weights", data=per_group(windows, videos, len(group_names)))
+        f.create_dataset("window_weights", data=np.concatenate(windows))
+        f.create_dataset("window_group", data=np.concatenate([g for _, g in videos]))
+        f.create_dataset("offsets", data=offsets)
+        f.attrs.update(attention=attention, method=method,
+                       meaning="hot/none: the group weight w_g of each window; ap: bottom-up "
+                               "saliency X b per rank; pyramid: rows of A; self: softmax per query")
+
+
+def summarise(scores: np.ndarray, truth: np.ndarray, test_ids: list[str], *, metric: str,
+              classes: tuple[str, ...]) -> dict:
+    """Score, per-class scores, confusion and per-video predictions of test scores (n_test, C)
+    against truth (n_test, C) binary, in pipeline.evaluate.score_split's format."""
+    if metric == "map":
+        score, per_class, confusion = METRICS[metric](truth, scores), {}, []
+    else:
+        true, pred = truth.argmax(1), scores.argmax(1)
+        score = METRICS[metric](true, pred)
+        n = truth.shape[1]
+        matrix = np.zeros((n, n), np.int64)
+        np.add.at(matrix, (true, pred), 1)
+        per_class = {classes[c]: float(matrix[c, c] / matrix[c].sum())
+                     for c in range(n) if matrix[c].sum()}
+        confusion = matrix.tolist()
+    predictions = [{"id": i, "true": [int(c) for c in np.flatnonzero(t)], "pred": int(s.argmax()),
+                    "scores": [round(float(v), 5) for v in s]}
+                   for i, t, s in zip(test_ids, truth, scores)]
+    return {"score": float(score), "per_class": per_class, "confusion": confusion,
+            "predictions": predictions}
+
+
+def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
+          tcfg: TrainConfig) -> tuple[Path, dict]:
+    """Train and score tcfg.attention on every split; returns (folder, results).
+
+    Reads stage 1 from the cache (never runs a backbone), sketches the windows once (the
+    resumable "sketched" stage), then per split fits on the training part only and scores the
+    test part by the dataset's metric. Keyed by the training settings, the pooling settings, the
+    content of the splits and the sketched items; a no-op when complete. Each split writes
+    <split>/ (the model: params.json + state.pt, config.json, weights.h5, result.json) and one
+    ledger record; results.json and results.md (paper_table) come last.
+    """
+    if ecfg.shard != "1/1":
+        raise ValueError(f"shard={ecfg.shard}: training uses every video; run it without shard=")
+    sketch, inp = compute_sketched(ecfg, dcfg)
+    upstream, dataset = sketch.folder, inp.dataset
+    ids = sketched_ids(upstream, inp.sources)
+    if not ids:
+        raise StageError(f"no video of {dataset.identity} has sketched windows in {upstream}")
+    sources = {i: inp.sources[i] for i in ids}
+    splits = dataset.splits()
+    clf = build_classifier(ecfg, dcfg, tcfg)          # validates the combination up front
+    params = {**key_params(tcfg), **(pooling_params(dcfg) if tcfg.attention in GROUP_INPUT else {}),
+              "splits": digest(splits), "items": digest(sources)}
+    if tcfg.attention != "hot":
+        params = {k: v for k, v in params.items() if k not in ("nonneg", "hidden")}
+    key = stage_key(STAGE, STAGE_VERSION, params, upstream=[upstream.name])
+    pooling = (f"-{'so' if dcfg.order == 2 else 'to'}-{dcfg.epn}" if tcfg.attention in GROUP_INPUT
+               else "")
+    folder = stage_dir(ecfg.cache_root, STAGE, dataset.identity,
+                       f"{tcfg.attention}{pooling}-{upstream.name}", key)
+    method = learned_method_name(ecfg, dcfg, vcfg, tcfg, clf)
+    if (folder / "results.json").is_file():
+        log.info("training already complete (no stage-1, sketching or training work): %s", folder)
+        return folder, json.loads((folder / "results.json").read_text())
+    log.info("training %s on %s: stage 1 read from the cache, no forward pass (%s); sketched "
+             "windows from %s", method, dataset.identity, inp.folder, upstream)
+    videos, group_names = load_sketched(upstream, ids)
+    y = label_matrix(dataset, ids)
+    if dataset.metric == "map":
+        log.warning("%s is multi-label: the softmax classifier trains on each video's first "
+                    "label and is scored by mAP on its class scores", dataset.identity)
+    ledger, protocol = ledger_of(ecfg, vcfg), PROTOCOLS.get(dataset.name, "splits")
+    config = {"extract": ecfg, "descriptors": dcfg, "evaluate": vcfg, "train": tcfg}
+    cache = {"features": str(inp.folder), "sketched": str(upstream), "train": str(folder)}
+    per_split = {}
+    with stage_lock(folder):                          # one training run per folder at a time
+        for name, split in splits.items():
+            out = folder / name
+            if not (out / RESULT_FILE).is_file():
+                model_config = {**config, "classes": list(dataset.classes), "parts": inp.parts,
+                                "groups": inp.groups, "split": name, "method": method,
+                                "config_key": key, "sketched": str(upstream),
+                                "features": str(inp.folder)}
+                r = fit_split(out, clf=build_classifier(ecfg, dcfg, tcfg), tcfg=tcfg,
+                              split=split, ids=ids, videos=videos, y=y, group_names=group_names,
+                              method=method, metric=dataset.metric, classes=dataset.classes,
+                              model_config=model_config)
+                ledger.append({"dataset": dataset.identity, "protocol": protocol, "split": name,
+                               "method": method, "metric": dataset.metric, "score": r["score"],
+                               "config_key": key, "n_train": r["n_train"], "n_test": r["n_test"],
+                               "n_missing_train": r["missing_train"],
+                               "n_missing_test": r["missing_test"], "config": config,
+                               "cache": cache, "per_class": r["per_class"],
+                               "confusion": r["confusion"], "classes": list(dataset.classes),
+                               "predictions": r["predictions"], "chosen": r["chosen"],
+                               "wall_time": r["wall_time"], "versions": library_versions()})
+                write_json(out / RESULT_FILE, r)
+            per_split[name] = json.loads((out / RESULT_FILE).read_text())
+            log.info("%s: %s = %.4f (model in %s)", name, dataset.metric,
+                     per_split[name]["score"], out)
+        scores = {name: r["score"] for name, r in per_split.items()}
+        scores["mean"] = float(np.mean(list(scores.values())))
+        records = ledger.records(config_key=key)
+        with atomic_path(folder / "results.md") as tmp:
+            tmp.write_text(paper_table(records) if records else "")
+        results = {"dataset": dataset.identity, "metric": dataset.metric, "method": method,
+                   "scores": scores, "config": config, "config_key": key,
+                   "splits": {n: {k: v for k, v in r.items() if k != "predictions"}
+                              for n, r in per_split.items()},
+                   "models": {n: str(folder / n) for n in per_split}, **cache}
+        write_json(folder / "results.json", results)
+    return folder, json.loads((folder / "results.json").read_text())
+
+
+def fit_split(out: Path, *, clf, tcfg: TrainConfig, split: dict[str, str], ids: list[str],
+              videos: list, y: np.ndarray, group_names: list[str], method: str, metric: str,
+              classes: tuple[str, ...], model_config: dict) -> dict:
+    """Fit `clf` on the split's training videos, score its test videos, and save the model,
+    its config and the learned weights (of every video) under `out`. Returns the split's result
+    (without writing result.json, which marks the split done)."""
+    start = time.perf_counter()
+    role = np.array([split.get(i, "") for i in ids])
+    train_pos, test_pos = np.flatnonzero(role == TRAIN), np.flatnonzero(role == TEST)
+    have = set(ids)
+    missing = {r: sum(1 for i, v in split.items() if v == r and i not in have)
+               for r in (TRAIN, TEST)}
+    if not len(train_pos) or not len(test_pos):
+        raise StageError(f"split {model_config['split']} has {len(train_pos)} train and "
+                         f"{len(test_pos)} test videos with sketched windows ({missing[TRAIN]} "
+                         f"and {missing[TEST]} missing); both must be non-empty")
+    pick = lambda pos: [videos[p] for p in pos]  # noqa: E731
+    fit_args = {"group_names": group_names} if tcfg.attention in GROUP_INPUT else {}
+    clf.fit(samples(tcfg.attention, pick(train_pos)), y[train_pos].argmax(1), **fit_args)
+    scores = np.full((len(test_pos), y.shape[1]), -np.inf)
+    scores[:, clf.classes_] = clf.decision_function(samples(tcfg.attention, pick(test_pos)))
+    test_ids = [ids[p] for p in test_pos]
+    result = summarise(scores, y[test_pos], test_ids, metric=metric, classes=classes)
+    clf.save(out)
+    write_json(out / CONFIG_FILE, {**model_config, "train_ids": [ids[p] for p in train_pos]})
+    write_weights(out / WEIGHTS_FILE, ids=ids, group_names=group_names,
+                  windows=window_attention(clf, tcfg.attention, videos), videos=videos,
+                  attention=tcfg.attention, method=method)
+    return {**result, "n_train": len(train_pos), "n_test": len(test_pos),
+            "missing_train": missing[TRAIN], "missing_test": missing[TEST],
+            "chosen": dict(clf.chosen_params_), "wall_time": time.perf_counter() - start}
+
+

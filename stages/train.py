@@ -1,0 +1,29 @@
+"""Learned stage 2 from the command line: `python -m stages.train` with the settings of the
+stages before it plus attention=none|hot|ap|pyramid|self and the training keys; prints the
+results table."""
+from __future__ import annotations
+
+import logging
+import sys
+
+from pipeline.config import DescriptorConfig, EvaluateConfig, ExtractConfig, TrainConfig
+from pipeline.train import train
+from stages.common import EXIT_OK, run
+
+log = logging.getLogger("stages")
+
+
+def _body(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig, icfg,
+          tcfg: TrainConfig) -> int:
+    folder, results = train(ecfg, dcfg, vcfg, tcfg)
+    log.info("train: %s (one model per split; results.json, results.md)", folder)
+    print((folder / "results.md").read_text(), end="")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(argv, 5, _body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

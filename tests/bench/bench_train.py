@@ -1,0 +1,128 @@
+"""Benchmark of HoT attention training (pipeline.attention.hot) on the synthetic demo set.
+Run `python tests/bench/bench_train.py [--repeats R]`: prints the time of one training epoch divided
+by the time of the EPN forward and backward alone for the same videos (target <= 1.5), PASS/FAIL;
+exit status 1 on FAIL. Not collected by pytest.
+
+The demo set (120 videos, 10 classes, its window preset: L16 at steps 1 and 2) is generated in a
+temporary folder and run through stage 1 with the counting fake backbone (layer "stats") and the
+sketched stage (d = 256, the default). One epoch is what TorchClassifierBase runs: the training
+part of sp1 in shuffled batches of 16, forward (group attention, mixing of the cached per-group
+matrices, EPN in the range basis and lift, batched over videos of equal shapes; the linear softmax
+in the unpacked form <U_c, E>_F / ||E||_F + b), cross-entropy, backward, Adam step. "EPN alone"
+is, per training video, the forward and backward of its EPN tensor with fixed group weights
+(hot_descriptor_torch: mixing the cached matrices, eigh in the range basis, g, lift; a fixed
+linear loss), i.e. the EPN work a step cannot avoid, one video at a time, without attention, the
+classifier or the optimiser. (A dense (d, d) eigh is no usable reference: torch's eigh fails to
+converge on these rank-deficient matrices, which is why training works in the range basis.)
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import tests.fakes  # noqa: E402,F401 - registers fake_counting
+from pipeline.attention import HoTAttentionClassifier  # noqa: E402
+from pipeline.attention.hot import hot_descriptor_torch  # noqa: E402
+from pipeline.config import DescriptorConfig, ExtractConfig, parse_overrides  # noqa: E402
+from pipeline.datasets import TRAIN  # noqa: E402
+from pipeline.datasets.synthetic import SyntheticDataset  # noqa: E402
+from pipeline.evaluate import label_matrix  # noqa: E402
+from pipeline.features import extract_features  # noqa: E402
+from pipeline.sketched import compute_sketched, load_sketched, sketched_ids  # noqa: E402
+
+log = logging.getLogger("bench_train")
+TARGET = 1.5
+
+
+def interleaved_medians(fns, repeats: int) -> list[float]:
+    """Median wall time of each fn() over `repeats` rounds, after one untimed warm-up round; the
+    functions alternate within each round, so a machine whose load drifts (shared cores) slows
+    them alike."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, out in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return [float(np.median(t)) for t in times]
+
+
+def demo_videos(folder: Path) -> tuple[list, np.ndarray, list[str]]:
+    """(sketched training videos [(phi, group)], labels, group names) of the demo set's sp1."""
+    SyntheticDataset(folder / "synthetic")
+    ecfg, dcfg = parse_overrides(
+        [f"root={str(folder / 'synthetic')!r}", f"cache_root={str(folder / 'cache')!r}",
+         "dataset=synthetic", "backbone=fake_counting", "weights=none", "streams=('rgb',)",
+         "layer='stats'", "size=32", "device=cpu"], ExtractConfig, DescriptorConfig)
+    extract_features(ecfg)
+    result, inp = compute_sketched(ecfg, dcfg)
+    ids = sketched_ids(result.folder, inp.sources)
+    split = inp.dataset.splits()["sp1"]
+    train = [i for i in ids if split.get(i) == TRAIN]
+    videos, names = load_sketched(result.folder, train)
+    return videos, label_matrix(inp.dataset, train).argmax(1), names
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7, help="rounds (medians are used)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
+    with tempfile.TemporaryDirectory() as tmp:
+        videos, y, names = demo_videos(Path(tmp))
+    n, d = len(videos), videos[0][0].shape[1]
+    windows = [len(phi) for phi, _ in videos]
+    log.info("OMP_NUM_THREADS=%s, torch threads %d; %d training videos, d=%d, N=%d..%d windows",
+             os.environ.get("OMP_NUM_THREADS", "unset"), torch.get_num_threads(), n, d,
+             min(windows), max(windows))
+
+    clf = HoTAttentionClassifier(order=2, epn="maxexp", seed=0)
+    clf.n_features_in_, clf.group_names_ = d, names
+    data = clf._make_data(videos)                       # the per-video caches, built once per fit
+    torch.manual_seed(0)
+    module = clf._build_module(len(np.unique(y)))
+    opt = torch.optim.Adam(module.parameters(), lr=clf.lr)
+    targets = torch.as_tensor(y)
+    rng = np.random.default_rng(0)
+
+    def epoch() -> None:
+        for pos, batch in data.batches(rng.permutation(n), clf.batch_size):
+            opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(module(batch), targets[pos])
+            loss.backward()
+            opt.step()
+
+    fn = clf._spectral()
+    probe = torch.randn(d, d, generator=torch.Generator().manual_seed(1))   # a fixed linear loss
+
+    def epn_alone() -> None:
+        for cache in data.items:
+            w = torch.ones(len(cache.present), requires_grad=True)
+            E = hot_descriptor_torch(cache, w, 2, fn, clf.spectrum_norm)
+            (E * probe).sum().backward()
+
+    t_epoch, t_epn = interleaved_medians([epoch, epn_alone], args.repeats)
+    log.info("one epoch %.1f ms (%.2f ms/video); EPN fwd+bwd alone %.1f ms (%.2f ms/video)",
+             1e3 * t_epoch, 1e3 * t_epoch / n, 1e3 * t_epn, 1e3 * t_epn / n)
+    ratio = t_epoch / t_epn
+    ok = ratio <= TARGET
+    print(f"{'HoT attention SO: one epoch / EPN fwd+bwd alone':<52s} ratio={ratio:8.2f}  "
+          f"target <= {TARGET:<5} {'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

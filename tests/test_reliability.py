@@ -1,0 +1,404 @@
+"""Reliability: bad videos classified, interrupted and concurrent runs, a full or read-only cache,
+tampered items, untrusted video sizes, temporary-file sweeping and bit-identical reruns."""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+
+import tests.fakes  # noqa: F401 - registers fake_counting
+from pipeline import cache, features, video
+from pipeline.cache import (HOST, StageError, done_ids, h5_valid, item_path, run_items, seal,
+                            stage_lock, sweep_temporary, up_to_date, writer_alive)
+from pipeline.config import DescriptorConfig, EvaluateConfig, ExtractConfig, parse_overrides
+from pipeline.datasets.synthetic import write_video
+from pipeline.descriptors import compute_descriptors, load_view
+from pipeline.evaluate import evaluate
+from pipeline.features import extract_features, features_dir, load_dataset
+from pipeline.flow_cache import FlowCache
+from pipeline.parallel import run_chunk
+from pipeline.video import VideoError, VideoReader
+from stages import extract as extract_stage
+from tests.test_stages import snapshot
+
+ROOT = Path(__file__).resolve().parents[1]
+TWO_STREAMS = ["streams=('rgb','flow')", "flow_backbone='fake_counting_flow'", "flow='farneback'"]
+CLI = "import sys, tests.fakes; from stages.extract import main; sys.exit(main(sys.argv[1:]))"
+
+
+def moved(args: list[str], cache_root: Path, *extra: str) -> list[str]:
+    """tiny_args with another cache_root (and extra or replaced keys)."""
+    keys = {e.split("=", 1)[0] for e in extra} | {"cache_root"}
+    return [a for a in args if a.split("=", 1)[0] not in keys] + [f"cache_root={str(cache_root)!r}", *extra]
+
+
+def temporaries(folder: Path) -> list[Path]:
+    return [p for p in Path(folder).rglob(".*") if cache.TEMPORARY.match(p.name)]
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def strict(cfg: ExtractConfig) -> ExtractConfig:
+    """cfg with strict_frames=True (a subclass until ExtractConfig has the field)."""
+    if "strict_frames" in {f.name for f in dataclasses.fields(ExtractConfig)}:
+        return dataclasses.replace(cfg, strict_frames=True)
+
+    @dataclasses.dataclass(frozen=True)
+    class Strict(ExtractConfig):
+        strict_frames: bool = True
+    return Strict(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(ExtractConfig)})
+
+
+# ---------------------------------------------------------------- bad videos, classified
+
+@pytest.fixture
+def bad_root(tmp_path) -> Path:
+    """Two classes of two good 20-frame videos, a PNG named a/image.mp4 and b/cut.avi, an AVI
+    cut to 60% of its bytes (its header still claims 20 frames)."""
+    root = tmp_path / "videos"
+    frames = np.random.default_rng(0).integers(0, 255, (20, 16, 16, 3), dtype=np.uint8)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for k in range(2):
+            write_video(root / cls / f"good{k}.avi", frames, fps=25, codec="FFV1")
+    cv2.imwrite(str(tmp_path / "image.png"), frames[0])
+    (root / "a" / "image.mp4").write_bytes((tmp_path / "image.png").read_bytes())
+    avi = (root / "a" / "good0.avi").read_bytes()
+    (root / "b" / "cut.avi").write_bytes(avi[: int(len(avi) * 0.6)])
+    return root
+
+
+def bad_args(root: Path, cache_root: Path) -> list[str]:
+    return [f"root={str(root)!r}", "dataset=folder", f"cache_root={str(cache_root)!r}",
+            "backbone=fake_counting", "layer=stats", "weights=none", "size=16",
+            "lengths=(4,)", "strides=(4,)", "steps=(1,)"]
+
+
+def test_an_image_fails_as_not_a_video_and_a_short_video_is_done_with_a_warning(bad_root, tmp_path, caplog):
+    assert extract_stage.main(bad_args(bad_root, tmp_path / "c")) == 1
+    folder = next((tmp_path / "c").rglob("manifest.json")).parent
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert list(manifest["failures"]) == ["a/image.mp4"]
+    assert "not a video (a PNG image)" in manifest["failures"]["a/image.mp4"]
+    assert not item_path(folder, "a/image.mp4").exists()            # never a 1-frame "video"
+    assert list(manifest["warnings"]) == ["b/cut.avi"] and manifest["done"] == 5
+    with h5py.File(item_path(folder, "b/cut.avi"), "r") as f:
+        claimed, decoded = int(f.attrs["claimed_frames"]), int(f.attrs["decoded_frames"])
+        assert claimed == 20 and 0 < decoded < 20 and f.attrs["num_frames"] == decoded
+    assert f"decoded {decoded} of the 20 frames" in manifest["warnings"]["b/cut.avi"]
+    assert "1 items done with a warning" in caplog.text
+
+
+def test_strict_frames_makes_a_short_video_a_failure(bad_root, tmp_path):
+    cfg, = parse_overrides(bad_args(bad_root, tmp_path / "c"), ExtractConfig)
+    result = extract_features(strict(cfg))
+    assert set(result.failures) == {"a/image.mp4", "b/cut.avi"}
+    assert "strict_frames=True" in result.failures["b/cut.avi"] and not result.warnings
+    assert not item_path(result.folder, "b/cut.avi").exists()
+
+
+def write_attrs(source: Path, value: float = 1.0):
+    def write(path: Path) -> None:
+        with h5py.File(path, "w") as f:
+            f["x"] = np.full(3, value, np.float32)
+            f.attrs.update(path=str(source), source="s", complete=True)
+    return write
+
+
+def test_strict_frames_redoes_and_fails_an_item_a_lenient_run_kept(tmp_path):
+    source = tmp_path / "video.avi"
+    source.write_bytes(b"stands for a video")
+
+    class Job:
+        def __init__(self, strict_frames: bool):
+            self.cfg = SimpleNamespace(strict_frames=strict_frames)
+
+        def __call__(self, ids):
+            video.record_shortfall(source, 20, 12)       # as a decode of a cut video does
+            for i in ids:
+                yield i, write_attrs(source)
+
+    folder, sources = tmp_path / "stage", {"v": "s"}
+    lenient = run_items(folder, ["v"], Job(False), manifest={}, sources=sources)
+    assert lenient.ok and list(lenient.warnings) == ["v"]
+    assert "decoded 12 of the 20 frames" in lenient.warnings["v"]
+    assert up_to_date(folder, sources) and not up_to_date(folder, sources, strict=True)
+    redone = run_items(folder, ["v"], Job(True), manifest={}, sources=sources)
+    assert redone.computed == 0 and "strict_frames=True" in redone.failures["v"]
+
+
+def test_non_finite_data_fails_its_item_only(tmp_path):
+    def job(ids):
+        for i in ids:
+            yield i, write_attrs(tmp_path / "v", np.nan if i == "nan" else np.inf if i == "inf" else 1.0)
+
+    results = run_chunk(job, tmp_path, ["a", "nan", "inf", "b"])
+    assert results["a"] is None and results["b"] is None
+    assert "holds NaN or Inf values; the item is not stored" in results["nan"]
+    assert "holds NaN or Inf" in results["inf"]
+    assert sorted(p.name for p in (tmp_path / "items").iterdir()) == ["a.h5", "b.h5"]
+
+
+# ---------------------------------------------------------------- stale or tampered caches
+
+def test_item_validation_checks_data_shape_and_seal(tmp_path):
+    path = tmp_path / "item.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("rgb/L4_s1", data=np.ones((3, 2), np.float32)).attrs["starts"] = [0, 2, 4]
+        f.attrs["complete"] = True
+    assert h5_valid(path)                                       # unsealed (older runs): valid
+    seal(path)
+    assert h5_valid(path)
+    with h5py.File(path, "r+") as f:
+        f["rgb/L4_s1"][0, 0] = 2.0                              # edited after it was written
+    assert not h5_valid(path)
+    with h5py.File(path, "r+") as f:
+        del f.attrs["digest"]
+        f["rgb/L4_s1"][0, 0] = np.nan
+    assert not h5_valid(path)                                   # NaN, sealed or not
+    with h5py.File(path, "r+") as f:
+        del f["rgb/L4_s1"]
+        f.create_dataset("rgb/L4_s1", data=np.ones((2, 2), np.float32)).attrs["starts"] = [0, 2, 4]
+    assert not h5_valid(path)                                   # 2 rows for 3 windows
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        with h5py.File(tmp_path / "nan.h5", "w") as f:
+            f["x"] = [np.inf]
+        seal(tmp_path / "nan.h5")
+
+
+def test_tampered_items_are_detected_never_used_and_redone(tiny_args):
+    e, d = parse_overrides(tiny_args + ["sketch_dim=4"], ExtractConfig, DescriptorConfig)
+    folder = extract_features(e).folder
+    reference = snapshot(folder)
+    ids = sorted(str(p.relative_to(folder / "items"))[:-3] for p in (folder / "items").rglob("*.h5"))
+    truncated, nan, reshaped = (item_path(folder, i) for i in ids[:3])
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    with h5py.File(nan, "r+") as f:
+        f["rgb/stats/mean/L4_s1"][0, 0] = np.nan
+    with h5py.File(reshaped, "r+") as f:
+        attrs = dict(f["rgb/stats/mean/L8_s1"].attrs)
+        del f["rgb/stats/mean/L8_s1"]
+        f.create_dataset("rgb/stats/mean/L8_s1", data=np.zeros((len(attrs["starts"]), 5), np.float32))
+        f["rgb/stats/mean/L8_s1"].attrs.update(attrs)
+    sources = load_dataset(e).sources()
+    assert set(done_ids(folder, sources)) == set(ids[3:])         # never used
+    rerun = extract_features(e)
+    assert not rerun.skipped_run and rerun.computed == 3 and snapshot(folder) == reference
+    descriptors = compute_descriptors(e, d).folder
+    _, before, _ = load_view(descriptors)
+    with h5py.File(item_path(descriptors, ids[4]), "r+") as f:
+        f["descriptor"][0] = np.inf
+    again = compute_descriptors(e, d)
+    assert again.computed == 1 and np.array_equal(load_view(descriptors)[1], before)
+
+
+# ---------------------------------------------------------------- temporary files
+
+def test_sweep_removes_only_what_dead_writers_left(tmp_path):
+    items = tmp_path / "items" / "cls"
+    items.mkdir(parents=True)
+    dead = dead_pid()
+    files = {"dead": items / f".a.h5.tmp-{dead}-{dead}@{HOST}", "legacy": items / f".b.h5.tmp-{dead}",
+             "live": items / f".c.h5.tmp-{os.getpid()}-1@{HOST}",
+             "elsewhere": items / f".d.h5.tmp-{dead}-1@another-host", "lock": tmp_path / ".lock"}
+    for path in files.values():
+        path.write_bytes(b"partial")
+    assert not writer_alive(files["dead"]) and writer_alive(files["live"])
+    assert writer_alive(files["elsewhere"])                     # cannot be checked from here
+    assert sweep_temporary(tmp_path, before=time.time() - 60) == []   # newer than the run
+    assert sorted(sweep_temporary(tmp_path)) == sorted([files["dead"], files["legacy"]])
+    assert all(files[k].exists() for k in ("live", "elsewhere", "lock"))
+
+
+def test_a_completed_run_sweeps_killed_writers_files_in_its_folders(tiny_args):
+    cfg, = parse_overrides(tiny_args + TWO_STREAMS, ExtractConfig)
+    dataset = load_dataset(cfg)
+    folder = features_dir(cfg, dataset)
+    flow = FlowCache(cfg.cache_root, dataset.identity, method="farneback", size=32, crop=True).folder
+    item = "move_up/move_up_000.avi"
+    dead = dead_pid()
+    stale = [item_path(folder, item).with_name(f".move_up_000.avi.h5.tmp-{dead}"),
+             item_path(flow, item).with_name(f".move_up_000.avi.h5.tmp-{dead}"),   # a killed flow writer
+             folder / f".manifest.json.tmp-{dead}-7@{HOST}"]
+    live = item_path(folder, item).with_name(f".other.h5.tmp-{os.getpid()}-1@{HOST}")
+    for path in stale + [live]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\x89HDF partial")
+    assert extract_features(cfg).ok
+    assert not any(p.exists() for p in stale) and live.exists()
+    live.unlink()
+    assert temporaries(Path(cfg.cache_root)) == []
+
+
+def run_slowly(args: list[str], env_delay: str = "0.3") -> subprocess.Popen:
+    env = {**os.environ, "FAKE_DELAY": env_delay, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", CLI, *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_sigint_stop_cleanly_and_a_second_run_names_the_holder(tiny_args, tmp_path,
+                                                                           signum, code):
+    args = moved(tiny_args, tmp_path / "c", *TWO_STREAMS)
+    cfg, = parse_overrides(args, ExtractConfig)
+    reference = snapshot(extract_features(dataclasses.replace(cfg, cache_root=str(tmp_path / "r"))).folder)
+    run = run_slowly(args)
+    try:
+        wait_for(lambda: temporaries(tmp_path / "c"))         # mid-item: a temporary file is open
+        with pytest.raises(StageError, match=rf"another run \(pid {run.pid} on {HOST}, started"):
+            extract_features(cfg)
+        run.send_signal(signum)
+        _, err = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert run.returncode == code, err[-2000:]
+    assert f"stopped by {signal.Signals(signum).name}: temporary files removed" in err
+    assert temporaries(tmp_path / "c") == []
+    assert extract_features(cfg).ok                           # the lock went with the process
+    assert snapshot(features_dir(cfg, load_dataset(cfg))) == reference
+
+
+def test_a_second_run_of_the_same_stage_refuses_naming_the_holder(tiny_args):
+    cfg, = parse_overrides(tiny_args, ExtractConfig)
+    folder = features_dir(cfg, load_dataset(cfg))
+    with stage_lock(folder):
+        with pytest.raises(StageError, match=rf"being written by another run \(pid {os.getpid()} "
+                                             rf"on {HOST}, started \d{{4}}-"):
+            extract_features(cfg)
+    assert extract_features(cfg).ok
+
+
+@pytest.mark.slow
+def test_two_configurations_run_side_by_side_on_one_cache(tiny_args, tmp_path):
+    runs = [moved(tiny_args, tmp_path / "shared", *TWO_STREAMS, f"pool={p!r}") for p in ("mean", "max")]
+    references = [snapshot(extract_features(parse_overrides(moved(a, tmp_path / f"alone{k}"),
+                                                            ExtractConfig)[0]).folder)
+                  for k, a in enumerate(runs)]
+    procs = [run_slowly(a, "0.02") for a in runs]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    for args, reference in zip(runs, references):
+        cfg, = parse_overrides(args, ExtractConfig)
+        assert snapshot(features_dir(cfg, load_dataset(cfg))) == reference
+    assert temporaries(tmp_path / "shared") == []
+
+
+# ---------------------------------------------------------------- disk full, read-only cache
+
+@pytest.mark.parametrize("code, text", [(errno.ENOSPC, "No space left on device"),
+                                        (errno.EROFS, "Read-only file system")])
+def test_a_full_or_read_only_cache_stops_with_the_path_and_keeps_earlier_work(tiny_args, monkeypatch,
+                                                                             caplog, code, text):
+    cfg, = parse_overrides(tiny_args, ExtractConfig)
+    original, calls = features.write_item, [0]
+
+    def failing(out, **kwargs):
+        calls[0] += 1
+        original(out, **kwargs)                                 # a partial file is on disk
+        if calls[0] == 3:
+            raise OSError(code, text)
+
+    monkeypatch.setattr(features, "write_item", failing)
+    assert extract_stage.main(tiny_args) == 2
+    assert re.search(r"cannot write \S+/items/\S+\.h5: .*" + text + r".*full or read-only", caplog.text)
+    folder = features_dir(cfg, load_dataset(cfg))
+    written = list((folder / "items").rglob("*.h5"))
+    assert len(written) == 2 and all(h5_valid(p) for p in written)
+    assert temporaries(folder) == [] and not (folder / "manifest.json").exists()
+    monkeypatch.setattr(features, "write_item", original)
+    assert extract_features(cfg).computed == 7
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A 64 KiB tmpfs (root only; skipped elsewhere), unmounted afterwards."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs",
+                                            str(mount)], capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root (tested with a patched writer otherwise)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_real_full_then_read_only_disk(tiny_args, tmpfs, tmp_path):
+    cfg, = parse_overrides(moved(tiny_args, tmpfs), ExtractConfig)
+    reference = snapshot(extract_features(dataclasses.replace(cfg, cache_root=str(tmp_path / "r"))).folder)
+    with pytest.raises(StageError, match=r"cannot write \S+\.h5.*No space left on device"):
+        extract_features(cfg)
+    folder = features_dir(cfg, load_dataset(cfg))
+    kept = list((folder / "items").rglob("*.h5"))
+    assert 0 < len(kept) < 9 and all(h5_valid(p) for p in kept) and temporaries(tmpfs) == []
+    subprocess.run(["mount", "-o", "remount,size=4m,ro", str(tmpfs)], check=True)
+    with pytest.raises(StageError, match=rf"cannot write to the cache folder {re.escape(str(folder))}: "
+                                         rf"Read-only file system"):
+        extract_features(cfg)
+    assert all(h5_valid(p) for p in kept)
+    subprocess.run(["mount", "-o", "remount,rw", str(tmpfs)], check=True)
+    assert extract_features(cfg).computed == 9 - len(kept) and snapshot(folder) == reference
+
+
+# ---------------------------------------------------------------- untrusted videos
+
+def test_images_are_not_videos(tmp_path):
+    image = np.zeros((24, 24, 3), np.uint8)
+    for ext, name in ((".png", "PNG"), (".jpg", "JPEG"), (".bmp", "BMP")):
+        cv2.imwrite(str(tmp_path / f"x{ext}"), image)
+        (tmp_path / f"{name}.mp4").write_bytes((tmp_path / f"x{ext}").read_bytes())
+        with pytest.raises(VideoError, match=rf"{name}.mp4: not a video \(a {name} image\)"):
+            list(VideoReader(tmp_path / f"{name}.mp4"))
+
+
+def test_frame_size_and_count_are_bounded(tmp_path, monkeypatch):
+    write_video(tmp_path / "square.avi", np.zeros((12, 32, 32, 3), np.uint8), fps=25, codec="FFV1")
+    write_video(tmp_path / "strip.avi", np.zeros((3, 8, 64, 3), np.uint8), fps=25, codec="FFV1")
+    monkeypatch.setattr(video, "MAX_FRAME_PIXELS", 600)
+    with pytest.raises(VideoError, match=r"square.avi: frames of 32x32 px exceed the limit of 600"):
+        list(VideoReader(tmp_path / "square.avi"))
+    assert len(list(VideoReader(tmp_path / "strip.avi"))) == 3                   # 512 px fit
+    with pytest.raises(VideoError, match=r"strip.avi: resized frames of 256x32 px exceed"):
+        list(VideoReader(tmp_path / "strip.avi", size=32, crop=False))
+    monkeypatch.setattr(video, "MAX_FRAMES", 2)
+    with pytest.raises(VideoError, match=r"strip.avi: more than 2 frames"):
+        list(VideoReader(tmp_path / "strip.avi"))
+
+
+# ---------------------------------------------------------------- determinism
+
+@pytest.mark.slow
+def test_same_config_and_seed_give_bit_identical_descriptors_and_accuracies(tiny_args, tmp_path):
+    outputs = []
+    for name, extra in (("a", []), ("b", []), ("c", ["backend=processes", "workers=2"])):
+        e, d, v = parse_overrides(moved(tiny_args, tmp_path / name, "sketch_dim=8", "order=3", *extra),
+                                  ExtractConfig, DescriptorConfig, EvaluateConfig)
+        extract_features(e)
+        ids, x, _ = load_view(compute_descriptors(e, d).folder)
+        outputs.append((ids, x, evaluate(e, d, v)[1]["scores"]))
+    (ids, x, scores), *others = outputs
+    for ids2, x2, scores2 in others:
+        assert ids2 == ids and x2.tobytes() == x.tobytes() and scores2 == scores

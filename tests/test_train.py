@@ -1,0 +1,137 @@
+"""`make train` and `make predict` on a tiny folder dataset with the counting fake backbone: models,
+learned weights and ledger records per split; a second run does nothing; training never runs the
+backbone; predict writes the top-k CSV; saved models reload with weights_only=True."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import tests.fakes  # noqa: F401 - registers fake_counting
+from pipeline.attention import load_attention
+from pipeline.config import TrainConfig, parse_overrides
+from pipeline.features import extract_features
+from pipeline.ledger import Ledger
+from pipeline.sketched import load_sketched
+from pipeline.train import samples
+from stages import predict as predict_stage
+from stages.common import CONFIGS
+from stages import train as train_stage
+from tests.fakes import CountingBackbone
+
+FAKE = ["dataset=folder", "backbone=fake_counting", "layer=('stats','means')", "weights=none",
+        "streams=('rgb',)", "lengths=(4, 8)", "strides=(2, 4)", "steps=((1, 2), (1,))", "size=32",
+        "sketch_dim=8", "device=cpu", "max_epochs=3", "patience=2", "weight_decay=0",
+        "dataset_options={'folds': 2}"]
+
+
+@pytest.fixture
+def setup(tiny_root, tmp_path) -> tuple[Path, list[str]]:
+    """(the tiny synthetic set copied as a folder dataset, the key=value arguments), with its
+    stage-1 features extracted."""
+    root = tmp_path / "persons"
+    shutil.copytree(tiny_root, root)
+    (root / "dataset.json").unlink()
+    args = [f"root={str(root)!r}", f"cache_root={str(tmp_path / 'cache')!r}", *FAKE]
+    extract_features(parse_overrides(args, *CONFIGS)[0])
+    return root, args
+
+
+def train_folder(cache: Path) -> Path:
+    (folder,) = [p for p in (cache / "train").glob("*/*") if (p / "results.json").is_file()]
+    return folder
+
+
+def snapshot(folder: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("attention", ["hot", "none", "ap"])
+def test_train_writes_models_weights_and_ledger_once(setup, tmp_path, attention, caplog):
+    root, args = setup
+    cache = tmp_path / "cache"
+    CountingBackbone.calls = 0
+    assert train_stage.main([*args, f"attention={attention}"]) == 0
+    assert CountingBackbone.calls == 0                         # stage 1 read, never recomputed
+    folder = train_folder(cache)
+    results = json.loads((folder / "results.json").read_text())
+    assert list(results["splits"]) == ["f1", "f2"]
+    records = Ledger(cache / "ledger.sqlite").records(config_key=results["config_key"])
+    assert sorted(r["split"] for r in records) == ["f1", "f2"]
+    assert results["method"] in (folder / "results.md").read_text()
+    for split in ("f1", "f2"):
+        out = folder / split
+        state = torch.load(out / "state.pt", weights_only=True)
+        assert state and all(isinstance(v, torch.Tensor) for v in state.values())
+        config = json.loads((out / "config.json").read_text())
+        assert config["train"]["attention"] == attention and config["split"] == split
+        with h5py.File(out / "weights.h5", "r") as f:
+            n, groups = len(f["ids"]), [g.decode() for g in f["groups"][()]]
+            assert groups == ["L4_s1", "L4_s2", "L8_s1"] and f["group_weights"].shape == (n, 3)
+            assert n == 9 and f["offsets"][-1] == len(f["window_weights"])
+            if attention == "none":
+                assert np.allclose(f["group_weights"][()], 1.0)
+            if attention == "hot":
+                assert (f["group_weights"][()] > 0).all()
+        # the saved model reloads and gives the scores recorded for the test videos
+        clf = load_attention(out)
+        result = json.loads((out / "result.json").read_text())
+        test_ids = [p["id"] for p in result["predictions"]]
+        videos, _ = load_sketched(Path(results["sketched"]), test_ids)
+        scores = clf.decision_function(samples(attention, videos))
+        recorded = np.array([p["scores"] for p in result["predictions"]])
+        assert np.allclose(scores, recorded, atol=1e-4)
+    before = snapshot(folder)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert train_stage.main([*args, f"attention={attention}"]) == 0   # a second run: nothing
+    assert "training already complete" in caplog.text
+    assert snapshot(folder) == before and CountingBackbone.calls == 0
+    assert len(Ledger(cache / "ledger.sqlite").records(config_key=results["config_key"])) == 2
+
+
+def test_predict_writes_top_k_and_reuses_its_cache(setup, tmp_path, capsys):
+    root, args = setup
+    assert train_stage.main([*args, "attention=hot"]) == 0
+    model = train_folder(tmp_path / "cache") / "f1"
+    videos = (str(root / "move_up" / "move_up_000.avi"),
+              str(root / "move_left" / "move_left_001.avi"))
+    command = [f"root={str(root)!r}", f"cache_root={str(tmp_path / 'cache')!r}", "device=cpu",
+               f"model={str(model)!r}", f"videos={videos!r}", "top_k=2"]
+    CountingBackbone.calls = 0
+    assert predict_stage.main(command) == 0
+    assert CountingBackbone.calls > 0                          # new videos: stage 1 runs for them
+    (path,) = model.glob("predictions-*.csv")
+    with open(path) as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["video"], r["rank"]) for r in rows] == [
+        ("move_up_000.avi", "1"), ("move_up_000.avi", "2"),
+        ("move_left_001.avi", "1"), ("move_left_001.avi", "2")]
+    classes = {"move_right", "move_left", "move_up"}
+    assert all(r["class"] in classes for r in rows)
+    for video in {r["video"] for r in rows}:
+        mine = [r for r in rows if r["video"] == video]
+        assert float(mine[0]["score"]) >= float(mine[1]["score"])
+        assert mine[0]["class"] != mine[1]["class"]
+    assert "move_up_000.avi" in capsys.readouterr().out
+    CountingBackbone.calls = 0
+    assert predict_stage.main(command) == 0                    # cached: no forward pass
+    assert CountingBackbone.calls == 0
+
+
+def test_train_config_names_the_key():
+    with pytest.raises(ValueError, match="attention="):
+        TrainConfig(attention="bogus")
+    with pytest.raises(ValueError, match="weight_decay="):
+        TrainConfig(weight_decay=-1.0)
+    with pytest.raises(ValueError, match="top_k="):
+        TrainConfig(top_k=0)
+    assert TrainConfig(weight_decay=[0, 0.1]).weight_decay == (0.0, 0.1)
+    assert TrainConfig(videos="a/b").videos == ("a/b",)
