@@ -10,7 +10,8 @@ STAMP   := $(VENV)/.installed
 # Install the default PyPI torch build, not a local CPU-only wheel that lacks a torchvision.
 PIP     := PIP_FIND_LINKS= $(PY) -m pip
 
-.PHONY: setup demo test extract descriptors evaluate sweep idt check-dataset bench bench-quality clean-cache
+.PHONY: setup demo test extract descriptors evaluate idt sweep train predict report check-dataset \
+        bench bench-quality chaos clean-cache
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
@@ -24,6 +25,7 @@ demo: setup
 	$(PY) -m stages.extract dataset=synthetic weights=none $(ARGS)
 	$(PY) -m stages.descriptors dataset=synthetic weights=none $(ARGS)
 	$(PY) -m stages.evaluate dataset=synthetic weights=none $(ARGS)
+	$(PY) -m stages.report dataset=synthetic weights=none $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q tests
@@ -61,8 +63,8 @@ train: setup  # learned stage 2 (attention=none|hot|ap|pyramid|self) on the cach
 predict: setup  # ARGS="model=<trained model folder> videos=<folder or files>": top-k classes per video
 	$(PY) -m stages.predict dataset=$(DATASET) $(ARGS)
 
-.PHONY: train predict
-
-.PHONY: chaos
 chaos: setup  # SIGKILL every stage at seeded random moments; rerun; check (tests/chaos.py --help)
 	$(PY) tests/chaos.py
+
+report: setup  # tables and plots of DATASET's results from the ledger, one HTML file (computes nothing)
+	$(PY) -m stages.report dataset=$(DATASET) $(ARGS)

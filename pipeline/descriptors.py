@@ -22,12 +22,13 @@ from pipeline.cache import (StageError, StageResult, atomic_path, digest, done_i
                             read_manifest, run_items, stage_dir, stage_key, stage_lock, up_to_date)
 from pipeline.config import DescriptorConfig, ExtractConfig, key_params
 from pipeline.datasets import Dataset
+from pipeline.epn import make_epn
 from pipeline.sketch import CountSketch, make_sketches
 from pipeline.parallel import worker_state
 from pipeline.tensor_pool import hot_descriptors, n_unique
 
 log = logging.getLogger(__name__)
-STAGE, STAGE_VERSION = "descriptors", 5
+STAGE, STAGE_VERSION = "descriptors", 6
 VIEW = "descriptors.h5"
 
 
@@ -99,6 +100,7 @@ def descriptors_dir(ecfg: ExtractConfig, cfg: DescriptorConfig, weigher: "Weighe
     never by the set of videos."""
     inp = find_features(ecfg, cfg)
     params = {**key_params(cfg), "parts": inp.parts, "groups": inp.groups,
+              "epn_params": make_epn(cfg.epn, **cfg.epn_params).param_dict,   # defaults resolved
               **({"weigher": weigher.key} if weigher is not None else {})}
     unused = ("epn", "epn_params", "spectrum_norm", "center") if cfg.order == 1 else ("first_order",)
     params = {k: v for k, v in params.items() if k not in unused}

@@ -389,7 +389,7 @@ def extract_features(cfg: ExtractConfig) -> StageResult:
     weights = stream_weights(cfg)
     folder = features_dir(cfg, dataset, weights)
     sources = dataset.sources()
-    if up_to_date(folder, sources):
+    if up_to_date(folder, sources, strict=cfg.strict_frames):
         log.info("features already complete: %s", folder)
         return StageResult(folder, len(sources), 0, {}, skipped_run=True)
     encoders, built, size = build_encoders(cfg)

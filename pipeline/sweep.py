@@ -61,7 +61,7 @@ def run_sweep(grid: str | Path, argv: list[str]) -> tuple[str, list[dict]]:
     base, rows = read_grid(grid)
     given = {token.partition("=")[0] for token in argv}
     base_tokens = [as_token(k, v) for k, v in base.items() if k not in given]
-    summaries, keys = [], []
+    summaries, keys, names = [], [], {}
     for row in tqdm(rows, desc="sweep", unit="config", disable=None):
         tokens = base_tokens + list(argv) + [as_token(k, v) for k, v in row.items()]
         ecfg, dcfg, vcfg, icfg = parse_overrides(tokens, ExtractConfig, DescriptorConfig,
@@ -69,13 +69,16 @@ def run_sweep(grid: str | Path, argv: list[str]) -> tuple[str, list[dict]]:
         compute_descriptors(ecfg, dcfg)
         folder, results = evaluate(ecfg, dcfg, vcfg, icfg)
         scores = [v for k, v in results["scores"].items() if k != "mean"]
-        summaries.append({"name": results["method"], "mean": float(np.mean(scores)),
+        name = vcfg.name or results["method"]          # a cached result keeps its first name
+        names[results["config_key"]] = name
+        summaries.append({"name": name, "mean": float(np.mean(scores)),
                           "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
                           "folder": str(folder), "row": row})
         keys.append(results["config_key"])
-        log.info("sweep: %s = %.2f%% (%d of %d configurations)", results["method"],
+        log.info("sweep: %s = %.2f%% (%d of %d configurations)", name,
                  100 * summaries[-1]["mean"], len(summaries), len(rows))
     records = ledger_of(ecfg, vcfg).records(config_key=keys)
     order = {k: i for i, k in enumerate(keys)}
     records.sort(key=lambda r: order[r["config_key"]])
+    records = [{**r, "method": names[r["config_key"]]} for r in records]
     return paper_table(records), summaries

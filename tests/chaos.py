@@ -1,20 +1,27 @@
-"""Kill-anywhere harness (`make chaos`): every stage is SIGKILLed at seeded random moments and rerun
-to completion; each time no item may be partial, the output must equal an uninterrupted run's,
-nothing finished may be recomputed and no temporary file may be left. Exits 1 on any fault.
+"""Kill-anywhere harness (`make chaos`): every stage (extract serial and on processes, descriptors,
+evaluate, train, idt, sweep) is SIGKILLed at seeded random moments and rerun to completion; each
+time no output may be partial, the output must equal an uninterrupted run's, nothing finished may
+be recomputed, no temporary file may be left, and the results ledger must open, pass SQLite's
+integrity check, hold one record per (configuration, split) and give the uninterrupted run's
+paper table. Exits 1 on any fault.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import sys
 import tempfile
 import time
 import traceback
+import zipfile
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -30,11 +37,20 @@ import torch  # noqa: E402
 import tests.fakes as fakes  # noqa: E402 - registers fake_counting; arm_chaos
 from pipeline.cache import TEMPORARY, h5_valid  # noqa: E402
 from pipeline.datasets.synthetic import MOTIONS, render_video, write_video  # noqa: E402
-from stages import descriptors, evaluate, extract  # noqa: E402
+from pipeline.ledger import Ledger  # noqa: E402
+from pipeline.report import paper_table  # noqa: E402
+from stages import descriptors, evaluate, extract, idt, sweep, train  # noqa: E402
 
 # JSON keys that differ between runs of identical output: when and with what it was written, the
 # item files' mtimes, and the settings as given (backend, workers...; what changes output is keyed)
 VOLATILE = {"written", "versions", "files", "config", "upstream_config"}
+NESTED_VOLATILE = {"wall_time"}             # dropped at any depth (train's result.json per split)
+# The file a stage writes last in a folder: once it exists the folder is complete and a rerun
+# must leave every file under it untouched (a stage-2 folder is complete with its consolidated
+# view, written after its manifest; a trained split with its result.json)
+MARKERS = {"descriptors": "descriptors.h5"}
+DEFAULT_MARKERS = ("manifest.json", "results.json", "result.json")
+LEDGER = "ledger.sqlite"
 
 
 @dataclasses.dataclass
@@ -43,7 +59,9 @@ class Stage:
     main: Callable[[list[str]], int]
     args: list[str]
     owns: tuple[str, ...]                   # folders under cache_root this stage writes
+    ledger: bool = False                    # it appends to <cache_root>/ledger.sqlite
     kills: int = 0
+    timed: int = 0                          # of the kills, those made by a timer, not at a call
     completed: int = 0
     checked: int = 0
     partial: int = 0
@@ -52,6 +70,10 @@ class Stage:
     leftover: int = 0
     mid_run: int = 0                        # kills that left some items finished, not all
     swept: int = 0                          # temporary files kills left (the reruns remove them)
+    ledger_faults: int = 0                  # ledger unopenable, failing integrity_check, or
+                                            # its paper table differing from the reference's
+    duplicates: int = 0                     # ledger records beyond one per (config_key, split)
+    seconds: float = 0.0
 
 
 def make_dataset(root: Path) -> None:
@@ -69,12 +91,16 @@ def make_dataset(root: Path) -> None:
     (root / "move_up" / "move_up_cut.avi").write_bytes(data[: int(len(data) * 0.6)])
 
 
-def run_child(main: Callable[[list[str]], int], args: list[str], kill_at: int, log: Path
-              ) -> tuple[int, int]:
+def run_child(main: Callable[[list[str]], int], args: list[str], kill_at: int, log: Path,
+              kill_after: float = 0.0) -> tuple[int, int, float]:
     """Run `main(args)` in a forked child (its own process group, output to `log`), armed to
-    SIGKILL its group at its kill_at-th call (0: never). Returns (exit status, -9 when killed;
-    the calls it made, when it finished). Forking skips ~5 s of imports per run."""
+    SIGKILL its group at its kill_at-th call into the project's code (0: never), or, with
+    kill_after > 0 seconds, SIGKILLed by this process after that long: a moment inside any code
+    (torch.save, an SQLite commit, HDF5's C library), not only at a call. Returns (exit status,
+    -9 when killed; the calls it made, when it finished; seconds it ran). Forking skips ~5 s of
+    imports per run."""
     read, write = os.pipe()
+    started = time.monotonic()
     pid = os.fork()
     if pid == 0:
         code = 70
@@ -97,14 +123,27 @@ def run_child(main: Callable[[list[str]], int], args: list[str], kill_at: int, l
             sys.stderr.flush()
             os._exit(code)
     os.close(write)
-    _, status = os.waitpid(pid, 0)
+    with contextlib.suppress(OSError):      # as the child does: no race with killpg below
+        os.setpgid(pid, pid)
+    status = None
+    if kill_after > 0:
+        deadline = started + kill_after
+        while status is None and time.monotonic() < deadline:
+            done, raw = os.waitpid(pid, os.WNOHANG)
+            status = raw if done else None
+            if status is None:
+                time.sleep(min(0.005, max(0.0, deadline - time.monotonic())))
+        if status is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+    if status is None:
+        _, status = os.waitpid(pid, 0)
+    seconds = time.monotonic() - started
     with os.fdopen(read) as fh:
         calls = int(fh.read() or 0)
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)      # worker processes a finished run left idle
-    except (ProcessLookupError, PermissionError):
-        pass
-    return os.waitstatus_to_exitcode(status), calls
+    return os.waitstatus_to_exitcode(status), calls, seconds
 
 
 def files_of(cache: Path, stage: Stage) -> list[Path]:
@@ -114,6 +153,28 @@ def files_of(cache: Path, stage: Stage) -> list[Path]:
 
 def is_item(path: Path) -> bool:
     return "items" in path.parts or path.parent.name == "splits"
+
+
+def finished_files(cache: Path, outputs: list[Path]) -> list[Path]:
+    """What a kill left finished: item files, and every file under a folder that holds the
+    file its stage writes last (MARKERS: a stage's manifest or view, an evaluation's or a sweep
+    configuration's results.json, a trained split's result.json)."""
+    def marks(p: Path) -> bool:
+        top = p.relative_to(cache).parts[0]
+        return p.name == MARKERS[top] if top in MARKERS else p.name in DEFAULT_MARKERS
+
+    complete = {p.parent for p in outputs if marks(p)}
+    return [p for p in outputs if is_item(p) or any(q in complete for q in p.parents)]
+
+
+def strip(data, top: bool = True):
+    """JSON data without the keys that differ between identical runs."""
+    if isinstance(data, dict):
+        return {k: strip(v, False) for k, v in data.items()
+                if k not in NESTED_VOLATILE and not (top and k in VOLATILE)}
+    if isinstance(data, list):
+        return [strip(v, False) for v in data]
+    return data
 
 
 def fingerprint(path: Path) -> str:
@@ -133,10 +194,7 @@ def fingerprint(path: Path) -> str:
             add("/", f)
             f.visititems(add)
     elif path.suffix == ".json":
-        data = json.loads(path.read_text())
-        if isinstance(data, dict):
-            data = {k: v for k, v in data.items() if k not in VOLATILE}
-        h.update(json.dumps(data, sort_keys=True).encode())
+        h.update(json.dumps(strip(json.loads(path.read_text())), sort_keys=True).encode())
     else:
         h.update(path.read_bytes())
     return h.hexdigest()
@@ -155,6 +213,9 @@ def readable(path: Path) -> bool:
             fingerprint(path)
         elif path.suffix == ".json":
             json.loads(path.read_text())
+        elif path.suffix in (".pt", ".npz"):          # torch.save and np.savez write zip files
+            with zipfile.ZipFile(path) as z:
+                return z.testzip() is None          # every member's CRC checks
         return True
     except Exception:  # noqa: BLE001 - unreadable is the finding
         return False
@@ -164,47 +225,139 @@ def temporaries(cache: Path) -> list[Path]:
     return [p for p in cache.rglob(".*") if TEMPORARY.match(p.name)]
 
 
-def trial(stage: Stage, cache: Path, reference: dict[str, str], status: int, kill_at: int,
-          log: Path) -> bool:
-    """Reset the stage's folders, kill a run at call `kill_at`, rerun to completion, check.
-    False when the run finished before the kill (no kill landed)."""
+def reset(stage: Stage, cache: Path) -> None:
+    """Remove what the stage writes: its folders, and the ledger (with its WAL files) if it
+    appends to it."""
     for own in stage.owns:
         shutil.rmtree(cache / own, ignore_errors=True)
-    killed, _ = run_child(stage.main, stage.args, kill_at, log)
+    if stage.ledger:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            (cache / (LEDGER + suffix)).unlink(missing_ok=True)
+
+
+def ledger_state(cache: Path) -> tuple[str | None, str, int]:
+    """(a problem with the ledger or None, the paper table of all its records, how many records
+    repeat an earlier one's (config_key, split)). A missing ledger is an empty one."""
+    path = cache / LEDGER
+    if not path.exists():
+        return None, "", 0
+    try:
+        con = sqlite3.connect(path, timeout=60)
+        try:
+            check = [row[0] for row in con.execute("PRAGMA integrity_check")]
+        finally:
+            con.close()
+        if check != ["ok"]:
+            return f"integrity_check: {check[:3]}", "", 0
+        records = Ledger(path).records()
+    except Exception as exc:  # noqa: BLE001 - an unreadable ledger is the finding
+        return f"{type(exc).__name__}: {exc}", "", 0
+    seen = Counter((r["config_key"], r["split"]) for r in records)
+    return None, paper_table(records) if records else "", sum(n - 1 for n in seen.values())
+
+
+@dataclasses.dataclass
+class Reference:
+    files: dict[str, str]                   # relative path -> fingerprint
+    status: int                             # exit status
+    calls: int                              # calls into the project's code
+    seconds: float                          # wall time
+    table: str = ""                         # paper table of the ledger
+
+
+def trial(stage: Stage, cache: Path, reference: Reference, kill_at: int, log: Path,
+          kill_after: float = 0.0) -> bool:
+    """Reset the stage's output, kill a run at call `kill_at` (or after `kill_after` seconds),
+    rerun to completion, check. False when the run finished before the kill (no kill landed)."""
+    reset(stage, cache)
+    killed, _, _ = run_child(stage.main, stage.args, 0 if kill_after else kill_at, log, kill_after)
     if killed != -9:
         return False
     stage.kills += 1
+    stage.timed += kill_after > 0
+    moment = f"{kill_after:.2f} s" if kill_after else f"call {kill_at}"
     outputs = files_of(cache, stage)
     bad = [p for p in outputs if not readable(p)]
     stage.partial += len(bad)
-    finished = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in outputs
-                if is_item(p) and p not in bad}
-    stage.mid_run += 0 < len(finished) < sum(1 for k in reference if is_item(Path(k)))
+    finished = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in finished_files(cache, outputs)
+                if p not in bad}
+    stage.mid_run += 0 < sum(map(is_item, finished)) < sum(1 for k in reference.files if is_item(Path(k)))
     stage.swept += len(temporaries(cache))
-    done, _ = run_child(stage.main, stage.args, 0, log)
-    stage.completed += done == status
+    problems = []
+    if stage.ledger:
+        problem, _, _ = ledger_state(cache)                 # as the kill left it
+        problems += [f"after the kill: {problem}"] if problem else []
+    done, _, _ = run_child(stage.main, stage.args, 0, log)
+    stage.completed += done == reference.status
     now = snapshot(cache, stage)
-    stage.checked += len(reference)
-    differ = [k for k in reference.keys() | now.keys() if reference.get(k) != now.get(k)]
+    stage.checked += len(reference.files)
+    differ = [k for k in reference.files.keys() | now.keys() if reference.files.get(k) != now.get(k)]
     stage.mismatches += len(differ)
-    stage.recomputed += sum(1 for p, stamp in finished.items()
-                            if not p.exists() or (p.stat().st_ino, p.stat().st_mtime_ns) != stamp)
+    redone = [p for p, stamp in finished.items()
+              if not p.exists() or (p.stat().st_ino, p.stat().st_mtime_ns) != stamp]
+    stage.recomputed += len(redone)
     left = temporaries(cache)
     stage.leftover += len(left)
-    if bad or differ or left or done != status:
-        print(f"  {stage.name}, kill at call {kill_at}: exit {done} (expected {status}); "
-              f"partial {[str(p) for p in bad]}, differing {sorted(differ)[:5]}, "
-              f"left {[str(p) for p in left]}; log: {log}", flush=True)
-        shutil.copy(log, log.with_suffix(f".{stage.name.split()[0]}-{kill_at}.log"))
+    repeated = 0
+    if stage.ledger:
+        problem, table, repeated = ledger_state(cache)
+        problems += [f"after the rerun: {problem}"] if problem else []
+        problems += ["its paper table differs from the uninterrupted run's"] if (
+            not problem and table != reference.table) else []
+        stage.duplicates += repeated
+    stage.ledger_faults += len(problems)
+    if bad or differ or redone or left or problems or repeated or done != reference.status:
+        print(f"  {stage.name}, kill at {moment}: exit {done} (expected {reference.status}); "
+              f"partial {[str(p) for p in bad]}, differing {sorted(differ)[:5]}, recomputed "
+              f"{[str(p) for p in redone][:5]}, left {[str(p) for p in left]}, ledger {problems}, "
+              f"{repeated} repeated ledger records; log: {log}", flush=True)
+        shutil.copy(log, log.with_suffix(f".{stage.name.split()[0]}-{moment.replace(' ', '')}.log"))
     return True
+
+
+GRID = {"base": {"sketch_dim": 8}, "rows": [{"order": 1}, {"order": 3, "epn": "asinhe"}]}
+# Settings under which the 32 px sprites give trajectories and the training is quick (as in
+# tests/test_idt_stage.py and tests/test_train.py)
+IDT = ["idt_length=5", "idt_scales=1", "idt_t_cells=1", "idt_min_var=0.1", "idt_min_motion=0.0"]
+TRAIN = ["attention=hot", "device=cpu", "max_epochs=3", "patience=2", "weight_decay=0"]
+STAGES = ("extract", "extract (processes)", "descriptors", "evaluate", "train", "idt", "sweep")
+
+
+def build_stages(videos: Path, cache: Path, grid: Path) -> list[Stage]:
+    common = [f"root={str(videos)!r}", "dataset=folder", f"cache_root={str(cache)!r}",
+              "dataset_options={'folds': 2}",
+              "backbone=fake_counting", "layer=stats", "weights=none", "streams=('rgb','flow')",
+              "flow_backbone=fake_counting_flow", "flow=farneback", "lengths=(4,8)", "strides=(2,4)",
+              "steps=((1,2),(1,))", "size=32", "batch_size=4", "sketch_dim=8"]
+    return [Stage("extract", extract.main, common, ("features", "flow")),
+            Stage("extract (processes)", extract.main, common + ["backend=processes", "workers=2"],
+                  ("features", "flow")),
+            Stage("descriptors", descriptors.main, common, ("descriptors",)),
+            Stage("evaluate", evaluate.main, common, ("evaluate",), ledger=True),
+            Stage("train", train.main, common + TRAIN, ("sketched", "train"), ledger=True),
+            Stage("idt", idt.main, common + IDT, ("idt",)),
+            Stage("sweep", sweep.main, common + [f"grid={str(grid)}"], ("descriptors", "evaluate"),
+                  ledger=True)]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kills", type=int, default=20, help="SIGKILLs per stage (default 20)")
+    parser.add_argument("--timed", type=float, default=0.25,
+                        help="the share of kills made by a timer at a random moment of the run "
+                             "(inside any code) rather than at a random call into the project's "
+                             "code (reproducible); default 0.25")
     parser.add_argument("--seed", type=int, default=0, help="seeds the kill moments")
     parser.add_argument("--workdir", type=Path, default=None, help="kept; default a temporary folder")
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help=f"comma-separated (those upstream of them run once, unkilled); "
+                             f"default {','.join(STAGES)}")
     opts = parser.parse_args(argv)
+    chosen = {s.strip() for s in opts.stages.split(",") if s.strip()}
+    unknown = sorted(chosen - set(STAGES))
+    if unknown:
+        parser.error(f"unknown stages {unknown}; choose from {list(STAGES)}")
+    upstream = ({"extract"} if chosen - {"idt"} else set()) | ({"descriptors"} if "evaluate" in chosen else set())
     torch.set_num_threads(1)
     work = opts.workdir or Path(tempfile.mkdtemp(prefix="chaos-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -212,53 +365,63 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(cache, ignore_errors=True)
     if not videos.is_dir():
         make_dataset(videos)
-    common = [f"root={str(videos)!r}", "dataset=folder", f"cache_root={str(cache)!r}",
-              "backbone=fake_counting", "layer=stats", "weights=none", "streams=('rgb','flow')",
-              "flow_backbone=fake_counting_flow", "flow=farneback", "lengths=(4,8)", "strides=(2,4)",
-              "steps=((1,2),(1,))", "size=32", "batch_size=4", "sketch_dim=8"]
-    stages = [Stage("extract", extract.main, common, ("features", "flow")),
-              Stage("extract (processes)", extract.main, common + ["backend=processes", "workers=2"],
-                    ("features", "flow")),
-              Stage("descriptors", descriptors.main, common, ("descriptors",)),
-              Stage("evaluate", evaluate.main, common, ("evaluate",))]
+    grid = work / "grid.json"
+    grid.write_text(json.dumps(GRID))
     rng = np.random.default_rng(opts.seed)
-    references, ok = {}, True
-    for stage in stages:                    # uninterrupted runs: the reference output
-        if stage.name == "extract (processes)":
+    references: dict[str, Reference] = {}
+    stages, ok, began = [], True, time.time()
+    for stage in build_stages(videos, cache, grid):
+        if stage.name not in chosen | upstream:
             continue
-        status, calls = run_child(stage.main, stage.args, 0, log)
-        if status not in (0, 1):
-            print(f"{stage.name}: the uninterrupted run failed (exit {status}); see {log}")
-            print(log.read_text()[-3000:])
-            return 1
-        references[stage.name] = (snapshot(cache, stage), status, calls)
-    for stage in stages:
-        reference, status, calls = references[stage.name.split()[0]]
-        if stage.name == "extract (processes)":   # its own count of calls in the driver
-            for own in stage.owns:
-                shutil.rmtree(cache / own, ignore_errors=True)
-            got, calls = run_child(stage.main, stage.args, 0, log)
-            if got != status or snapshot(cache, stage) != reference:
+        started = time.time()
+        reset(stage, cache)                         # the uninterrupted run: the reference output
+        status, calls, seconds = run_child(stage.main, stage.args, 0, log)
+        if stage.name == "extract (processes)":     # equal to the serial run's; its own timing
+            serial = references["extract"]
+            if status != serial.status or snapshot(cache, stage) != serial.files:
                 print(f"{stage.name}: the uninterrupted run differs from the serial one; see {log}")
                 ok = False
-        started, attempts = time.time(), 0
+            references[stage.name] = dataclasses.replace(serial, calls=calls, seconds=seconds)
+        else:
+            if status not in (0, 1):
+                print(f"{stage.name}: the uninterrupted run failed (exit {status}); see {log}")
+                print(log.read_text()[-3000:])
+                return 1
+            problem, table, repeated = ledger_state(cache) if stage.ledger else (None, "", 0)
+            if problem or repeated:
+                print(f"{stage.name}: the uninterrupted run's ledger: {problem}, {repeated} repeated")
+                return 1
+            references[stage.name] = Reference(snapshot(cache, stage), status, calls, seconds, table)
+        if stage.name not in chosen:                # only run as an upstream of a chosen stage
+            continue
+        stages.append(stage)
+        reference, attempts = references[stage.name], 0
         while stage.kills < opts.kills and attempts < 3 * opts.kills:
             attempts += 1
-            trial(stage, cache, reference, status, int(rng.integers(1, calls + 1)), log)
-        print(f"  {stage.name}: {stage.kills} kills in {time.time() - started:.0f} s ({calls} calls "
-              f"per run); {stage.mid_run} left some items finished and not all, the kills left "
-              f"{stage.swept} temporary files", flush=True)
+            timed = rng.random() < opts.timed
+            kill_at, kill_after = int(rng.integers(1, reference.calls + 1)), rng.uniform(0.05, 0.95)
+            trial(stage, cache, reference, kill_at, log,
+                  kill_after * reference.seconds if timed else 0.0)
+        stage.seconds = time.time() - started
+        print(f"  {stage.name}: {stage.kills} kills ({stage.timed} by timer) in {stage.seconds:.0f} "
+              f"s ({reference.calls} calls, {reference.seconds:.1f} s per run); {stage.mid_run} "
+              f"left some items finished and not all, the kills left {stage.swept} temporary files",
+              flush=True)
     print(f"\n{'stage':<22}{'kills':>6}{'completed':>11}{'files checked':>15}{'partial':>9}"
-          f"{'mismatches':>12}{'recomputed':>12}{'leftover tmp':>14}")
+          f"{'mismatches':>12}{'recomputed':>12}{'leftover tmp':>14}{'ledger faults':>15}"
+          f"{'ledger dups':>13}{'seconds':>9}")
     for s in stages:
+        ledger = (f"{s.ledger_faults:>15}{s.duplicates:>13}" if s.ledger else f"{'-':>15}{'-':>13}")
         print(f"{s.name:<22}{s.kills:>6}{s.completed:>11}{s.checked:>15}{s.partial:>9}"
-              f"{s.mismatches:>12}{s.recomputed:>12}{s.leftover:>14}")
+              f"{s.mismatches:>12}{s.recomputed:>12}{s.leftover:>14}{ledger}{s.seconds:>9.0f}")
         ok &= (s.kills == opts.kills and s.completed == s.kills
-               and not (s.partial or s.mismatches or s.recomputed or s.leftover))
+               and not (s.partial or s.mismatches or s.recomputed or s.leftover
+                        or s.ledger_faults or s.duplicates))
+    print(f"total {time.time() - began:.0f} s")
     if opts.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     print("chaos: OK" if ok else "chaos: FAILED (every kill must land and complete; partial, "
-          "mismatches, recomputed and leftover tmp must be 0)")
+          "mismatches, recomputed, leftover tmp, ledger faults and ledger dups must be 0)")
     return 0 if ok else 1
 
 

@@ -27,7 +27,7 @@ def test_one_namespace_routes_keys_to_their_stage():
     (["sketchdim=3"], "unknown key 'sketchdim'; allowed keys: .*sketch_dim"),
     (["sketch_dim=abc"], "sketch_dim='abc': expected <class 'int'>"),
     (["order"], "not of the form key=value"),
-    (["order=4"], "order=4: choose 2"),
+    (["order=4"], "order=4: choose 1"),
     (["epn=gamma", "epn_params={'gamma': 1.5}"], "gamma=1.5: Gamma needs 0 < gamma <= 1"),
     (["steps=(0,)"], "steps=.*integer >= 1"),
     (["strides=(1,2,3)"], "one entry per length"),

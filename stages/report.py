@@ -1,0 +1,51 @@
+"""The report from the command line: `python -m stages.report dataset=... [report_video=<id>]`
+reads the results ledger (no stage runs) and writes <cache_root>/report/<dataset>/report.html
+with the tables beside it as markdown and CSV; prints the report's path last."""
+from __future__ import annotations
+
+import ast
+import logging
+import sys
+
+from pipeline.config import DescriptorConfig, EvaluateConfig, ExtractConfig
+from pipeline.dataset_report import write_report
+from stages.common import EXIT_OK, EXIT_USAGE, run
+
+log = logging.getLogger("stages")
+# The report's own keys (no stage config holds them), taken out of argv before the shared parse.
+OPTIONS = {"report_video": "the video id whose window attention is drawn (default: the first "
+                           "test video of the trained models' first split)"}
+
+
+def literal(text: str) -> str:
+    """A key's value as the shared parser reads it: a Python literal, or else a bare word."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    return value if isinstance(value, str) else text
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    own = {a.partition("=")[0]: literal(a.partition("=")[2]) for a in argv
+           if a.partition("=")[0] in OPTIONS}
+    rest = [a for a in argv if a.partition("=")[0] not in OPTIONS]
+    if any(a in ("-h", "--help") for a in argv):
+        print("report: " + "; ".join(f"{k}=... {v}" for k, v in OPTIONS.items()))
+    if "report_video" in own and not own["report_video"]:
+        logging.basicConfig(level=logging.INFO)
+        log.error("report_video= needs a video id, e.g. report_video=brush_hair/clip_001.avi")
+        return EXIT_USAGE
+
+    def body(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig) -> int:
+        path = write_report(ecfg, vcfg, video=own.get("report_video"))
+        log.info("report: %s (tables.md and one CSV per table beside it)", path)
+        print(path)
+        return EXIT_OK
+
+    return run(rest, 3, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
