@@ -19,7 +19,8 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.cache import (StageError, StageResult, atomic_path, digest, done_ids, item_path,
-                            read_manifest, run_items, stage_dir, stage_key, stage_lock, up_to_date)
+                            read_manifest, stage_dir, stage_key, stage_lock, up_to_date)
+from pipeline.runner import run_items
 from pipeline.config import DescriptorConfig, ExtractConfig, key_params
 from pipeline.datasets import Dataset
 from pipeline.epn import make_epn

@@ -12,7 +12,6 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
-from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +19,7 @@ __all__ = [
     "EPN", "EpnSpec", "SpectralFunction", "make_epn", "resolve_epn",
     "SPECTRUM_NORMS", "spectrum_scale", "snap_tol", "apply_spectral",
     "divided_differences", "epn_so", "hosvd_sym", "epn_to",
-    "sym_matrix_function", "stable_eigh", "epn_so_torch", "epn_to_torch", "epn_phi_torch",
-    "SpectralPowerNorm",
+    "sym_matrix_function", "stable_eigh", "epn_so_torch", "epn_to_torch",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -536,78 +534,3 @@ def epn_to_torch(X: torch.Tensor, fn: SpectralFunction, spectrum_norm: str = "su
     _, U = stable_eigh(X1 @ X1.mT)
     core = torch.einsum("...abc,...ai,...bj,...ck->...ijk", Xs, U, U, U)
     return _core_apply_reconstruct(core, U, fn, spectrum_norm)
-
-
-def epn_phi_torch(phi: torch.Tensor, order: int, fn: SpectralFunction, spectrum_norm: str = "sum",
-                  weights: torch.Tensor | None = None, center: bool = False) -> torch.Tensor:
-    """Differentiable EPN of X = (1/N) sum_n w_n^r psi_n^(x)r from phi (..., N, d) directly.
-
-    Returns (..., d, d) for order 2, (..., d, d, d) for order 3. For TO, U comes from the Gram
-    route of METHOD.md: X_(1) X_(1)^T = Psi^T A (G o G) A Psi with G = Psi Psi^T, A = diag(a),
-    and the core is sum_n a_n (U^T psi_n)^(x)3 over the top k = min(N, d) eigenvectors (X is
-    zero outside span(psi_n)) -- no d^4 work. weights: (..., N) >= 0.
-    """
-    from pipeline.tensor_pool import _prepare  # tensor_pool imports this module at load time
-
-    psi, a = _prepare(phi, order, weights, center)
-    if order == 2:
-        return epn_so_torch(psi.mT @ (a.unsqueeze(-1) * psi), fn, spectrum_norm)
-    if order != 3:
-        raise ValueError(f"order={order} must be 2 or 3")
-    G = psi @ psi.mT
-    C = a.unsqueeze(-1) * G * G * a.unsqueeze(-2)
-    _, U = stable_eigh(psi.mT @ C @ psi)
-    # X lives in span(psi_n): keep the top k = min(N, d) eigenvectors; the rest see exact zeros
-    U = U[..., : min(psi.shape[-2], psi.shape[-1])]
-    Z = psi @ U
-    core = torch.einsum("...n,...ni,...nj,...nk->...ijk", a, Z, Z, Z)
-    return _core_apply_reconstruct(core, U, fn, spectrum_norm)
-
-
-_TORCH_EPN = {2: epn_so_torch, 3: epn_to_torch}  # order -> differentiable EPN of a pooled X
-
-
-class SpectralPowerNorm(nn.Module):
-    """Pool + EPN (+ pack) as a layer: phi (B, N, d) -> (B, n_unique), differentiable (HoT).
-
-    order: 2 (SO) or 3 (TO). epn, **epn_params: see EPN / make_epn (eta='N' uses N of the input).
-    input: "phi" (phi (B, N, d), optional weights (B, N) in forward) or "tensor" (X (B, d, d) or
-    (B, d, d, d); pass n_windows to forward when eta='N'). pack: return the unique entries in
-    tensor_pool.pack order; frobenius: scale them so dot products are Frobenius inner products.
-    """
-
-    def __init__(self, order: int = 2, epn: str = "maxexp", *, spectrum_norm: str = "sum",
-                 center: bool = False, input: str = "phi", pack: bool = True,
-                 frobenius: bool = True, **epn_params: Any):
-        super().__init__()
-        if order not in _TORCH_EPN:
-            raise ValueError(f"order={order} must be 2 or 3")
-        if input not in ("phi", "tensor"):
-            raise ValueError(f"input={input!r} must be 'phi' or 'tensor'")
-        if spectrum_norm not in SPECTRUM_NORMS:
-            raise ValueError(f"spectrum_norm={spectrum_norm!r} is unknown; known: "
-                             f"{', '.join(SPECTRUM_NORMS)}")
-        self.order, self.input, self.spectrum_norm = order, input, spectrum_norm
-        self.center, self.pack, self.frobenius = center, pack, frobenius
-        self.fn = make_epn(epn, **epn_params)
-
-    def extra_repr(self) -> str:
-        return (f"order={self.order}, epn={self.fn.name}, params={self.fn.param_dict}, "
-                f"spectrum_norm={self.spectrum_norm!r}, input={self.input!r}")
-
-    def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None,
-                n_windows: int | None = None) -> torch.Tensor:
-        from pipeline import tensor_pool  # tensor_pool imports this module at load time
-
-        if self.input == "phi":
-            if x.ndim < 2:
-                raise ValueError(f"phi has shape {tuple(x.shape)}; expected (..., N, d)")
-            fn = self.fn.resolve(x.shape[-2])
-            out = epn_phi_torch(x, self.order, fn, self.spectrum_norm, weights, self.center)
-        else:
-            out = _TORCH_EPN[self.order](x, self.fn.resolve(n_windows), self.spectrum_norm)
-        if not self.pack:
-            return out
-        packed = tensor_pool.pack(out, self.order)
-        d = out.shape[-1]
-        return tensor_pool.frobenius_scale(packed, d, self.order) if self.frobenius else packed

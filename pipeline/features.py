@@ -30,7 +30,8 @@ import torch
 from tqdm import tqdm
 
 from pipeline.backbones import Backbone, build_backbone, builder_module, weights_identity
-from pipeline.cache import StageResult, digest, run_items, stage_dir, stage_key, stage_lock, up_to_date
+from pipeline.cache import StageResult, digest, stage_dir, stage_key, stage_lock, up_to_date
+from pipeline.runner import run_items
 from pipeline.config import ExtractConfig, key_params
 from pipeline.datasets import Dataset, Item, get_dataset
 from pipeline.flow import AlignedFlow

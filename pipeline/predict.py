@@ -18,8 +18,9 @@ from tqdm import tqdm
 
 from pipeline.attention import load_attention
 from pipeline.backbones import builder_module
-from pipeline.cache import (StageError, StageResult, atomic_path, digest, read_manifest, run_items,
-                            stage_lock, up_to_date)
+from pipeline.cache import (StageError, StageResult, atomic_path, digest, read_manifest, stage_lock,
+                            up_to_date)
+from pipeline.runner import run_items
 from pipeline.config import DescriptorConfig, ExtractConfig, TrainConfig
 from pipeline.datasets import Dataset, Item
 from pipeline.datasets.check import is_video

@@ -14,8 +14,9 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.cache import (StageError, StageResult, done_ids, item_path, run_items, stage_dir,
-                            stage_key, stage_lock, up_to_date)
+from pipeline.cache import (StageError, StageResult, done_ids, item_path, stage_dir, stage_key,
+                            stage_lock, up_to_date)
+from pipeline.runner import run_items
 from pipeline.config import DescriptorConfig, ExtractConfig
 from pipeline.descriptors import FeatureInput, find_features, read_parts, sketched
 from pipeline.parallel import worker_state

@@ -14,11 +14,14 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from pipeline.epn import SpectralFunction, apply_spectral, resolve_epn
+from torch import nn
+
+from pipeline.epn import (SPECTRUM_NORMS, SpectralFunction, _core_apply_reconstruct, apply_spectral,
+                          epn_so_torch, epn_to_torch, make_epn, resolve_epn, stable_eigh)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ORDERS", "n_unique", "descriptor_flops", "pack_indices", "pack", "unpack",
+__all__ = ["epn_phi_torch", "SpectralPowerNorm", "ORDERS", "n_unique", "descriptor_flops", "pack_indices", "pack", "unpack",
            "pack_weights", "frobenius_scale", "pool", "hot_descriptor", "hot_descriptors"]
 
 ORDERS = (2, 3)
@@ -399,7 +402,7 @@ def descriptor_flops(N: int, d: int, order: int, block: int = _BLOCK) -> int:
 
 def _check_phi(phi) -> np.ndarray:
     if isinstance(phi, torch.Tensor):
-        raise TypeError("hot_descriptor takes numpy arrays; use epn.SpectralPowerNorm for torch")
+        raise TypeError("hot_descriptor takes numpy arrays; use tensor_pool.SpectralPowerNorm for torch")
     phi = np.asarray(phi)
     if phi.ndim != 2 or phi.shape[0] < 1 or phi.shape[1] < 1:
         raise ValueError(f"phi has shape {phi.shape}; expected (N, d) with N, d >= 1")
@@ -555,3 +558,77 @@ def hot_descriptors(phis: Sequence[np.ndarray], *, order: int,
 
     _run_all(run, len(stacks), threads)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# differentiable pooling + EPN (torch): the layer the learned stage 2 trains through
+# --------------------------------------------------------------------------------------------
+def epn_phi_torch(phi: torch.Tensor, order: int, fn: SpectralFunction, spectrum_norm: str = "sum",
+                  weights: torch.Tensor | None = None, center: bool = False) -> torch.Tensor:
+    """Differentiable EPN of X = (1/N) sum_n w_n^r psi_n^(x)r from phi (..., N, d) directly.
+
+    Returns (..., d, d) for order 2, (..., d, d, d) for order 3. For TO, U comes from the Gram
+    route of METHOD.md: X_(1) X_(1)^T = Psi^T A (G o G) A Psi with G = Psi Psi^T, A = diag(a),
+    and the core is sum_n a_n (U^T psi_n)^(x)3 over the top k = min(N, d) eigenvectors (X is
+    zero outside span(psi_n)) -- no d^4 work. weights: (..., N) >= 0.
+    """
+    psi, a = _prepare(phi, order, weights, center)
+    if order == 2:
+        return epn_so_torch(psi.mT @ (a.unsqueeze(-1) * psi), fn, spectrum_norm)
+    if order != 3:
+        raise ValueError(f"order={order} must be 2 or 3")
+    G = psi @ psi.mT
+    C = a.unsqueeze(-1) * G * G * a.unsqueeze(-2)
+    _, U = stable_eigh(psi.mT @ C @ psi)
+    # X lives in span(psi_n): keep the top k = min(N, d) eigenvectors; the rest see exact zeros
+    U = U[..., : min(psi.shape[-2], psi.shape[-1])]
+    Z = psi @ U
+    core = torch.einsum("...n,...ni,...nj,...nk->...ijk", a, Z, Z, Z)
+    return _core_apply_reconstruct(core, U, fn, spectrum_norm)
+
+
+_TORCH_EPN = {2: epn_so_torch, 3: epn_to_torch}  # order -> differentiable EPN of a pooled X
+
+
+class SpectralPowerNorm(nn.Module):
+    """Pool + EPN (+ pack) as a layer: phi (B, N, d) -> (B, n_unique), differentiable (HoT).
+
+    order: 2 (SO) or 3 (TO). epn, **epn_params: see EPN / make_epn (eta='N' uses N of the input).
+    input: "phi" (phi (B, N, d), optional weights (B, N) in forward) or "tensor" (X (B, d, d) or
+    (B, d, d, d); pass n_windows to forward when eta='N'). pack: return the unique entries in
+    tensor_pool.pack order; frobenius: scale them so dot products are Frobenius inner products.
+    """
+
+    def __init__(self, order: int = 2, epn: str = "maxexp", *, spectrum_norm: str = "sum",
+                 center: bool = False, input: str = "phi", pack: bool = True,
+                 frobenius: bool = True, **epn_params: Any):
+        super().__init__()
+        if order not in _TORCH_EPN:
+            raise ValueError(f"order={order} must be 2 or 3")
+        if input not in ("phi", "tensor"):
+            raise ValueError(f"input={input!r} must be 'phi' or 'tensor'")
+        if spectrum_norm not in SPECTRUM_NORMS:
+            raise ValueError(f"spectrum_norm={spectrum_norm!r} is unknown; known: "
+                             f"{', '.join(SPECTRUM_NORMS)}")
+        self.order, self.input, self.spectrum_norm = order, input, spectrum_norm
+        self.center, self.pack, self.frobenius = center, pack, frobenius
+        self.fn = make_epn(epn, **epn_params)
+
+    def extra_repr(self) -> str:
+        return (f"order={self.order}, epn={self.fn.name}, params={self.fn.param_dict}, "
+                f"spectrum_norm={self.spectrum_norm!r}, input={self.input!r}")
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None,
+                n_windows: int | None = None) -> torch.Tensor:
+        if self.input == "phi":
+            if x.ndim < 2:
+                raise ValueError(f"phi has shape {tuple(x.shape)}; expected (..., N, d)")
+            fn = self.fn.resolve(x.shape[-2])
+            out = epn_phi_torch(x, self.order, fn, self.spectrum_norm, weights, self.center)
+        else:
+            out = _TORCH_EPN[self.order](x, self.fn.resolve(n_windows), self.spectrum_norm)
+        if not self.pack:
+            return out
+        packed = pack(out, self.order)
+        d = out.shape[-1]
+        return frobenius_scale(packed, d, self.order) if self.frobenius else packed

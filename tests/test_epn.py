@@ -302,10 +302,10 @@ def test_gradcheck_to_from_phi_including_repeated_null_eigenvalues(name):
     for n, d in ((5, 3), (3, 5)):
         _, phi0 = _phi_full_rank_core(d, n, name)
         phi = torch.tensor(phi0, requires_grad=True)
-        assert _gradcheck(lambda p: E.epn_phi_torch(p, 3, fn, "sum"), phi)
+        assert _gradcheck(lambda p: TP.epn_phi_torch(p, 3, fn, "sum"), phi)
     w = torch.tensor([0.5, 1.0, 2.0, 1.5, 0.7], dtype=torch.float64, requires_grad=True)
     phi = torch.tensor(_phi_full_rank_core(3, 5, name)[1])
-    assert _gradcheck(lambda w_: E.epn_phi_torch(phi, 3, fn, "sum", weights=w_, center=True), w)
+    assert _gradcheck(lambda w_: TP.epn_phi_torch(phi, 3, fn, "sum", weights=w_, center=True), w)
 
 
 @pytest.mark.parametrize("name", ["none", "maxexp", "asinhe", "sigme", "hdp"])
@@ -336,7 +336,7 @@ def test_to_identity_like_tensor_has_finite_gradient(name):
     assert torch.isfinite(X.grad).all()
     phi = torch.tensor(np.repeat(_unit_rows(_rng(0).standard_normal((2, 4))), 3, 0),
                        requires_grad=True)  # duplicated windows
-    E.epn_phi_torch(phi, 3, fn, "sum").pow(2).sum().backward()
+    TP.epn_phi_torch(phi, 3, fn, "sum").pow(2).sum().backward()
     assert torch.isfinite(phi.grad).all()
 
 
@@ -354,7 +354,7 @@ def test_stable_eigh_gradcheck_distinct_spectrum():
 @pytest.mark.parametrize("order", [2, 3])
 def test_spectral_power_norm_module_matches_numpy_descriptor(order):
     phi = _unit_rows(_rng(5).standard_normal((2, 6, 4)))
-    layer = E.SpectralPowerNorm(order, "maxexp")  # eta = N of the input
+    layer = TP.SpectralPowerNorm(order, "maxexp")  # eta = N of the input
     x = torch.tensor(phi, requires_grad=True)
     out = layer(x)
     assert out.shape == (2, TP.n_unique(4, order))
@@ -364,10 +364,10 @@ def test_spectral_power_norm_module_matches_numpy_descriptor(order):
     assert torch.isfinite(x.grad).all()
     # input="tensor": the pooled tensors themselves
     Xs = TP.pool(torch.tensor(phi), order)
-    t_layer = E.SpectralPowerNorm(order, "maxexp", input="tensor", frobenius=False)
+    t_layer = TP.SpectralPowerNorm(order, "maxexp", input="tensor", frobenius=False)
     np.testing.assert_allclose(t_layer(Xs, n_windows=6).numpy(),
                                TP.hot_descriptors(list(phi), order=order), rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="eta='N'"):
         t_layer(Xs)
     with pytest.raises(ValueError, match="order=4"):
-        E.SpectralPowerNorm(4)
+        TP.SpectralPowerNorm(4)

@@ -24,8 +24,9 @@ import tests.fakes  # noqa: F401 - registers fake_counting
 from pipeline import cache, features, video
 from pipeline import evaluate as evaluate_module
 from pipeline import train as train_module
-from pipeline.cache import (HOST, StageError, done_ids, h5_valid, item_path, run_items, seal,
-                            stage_lock, sweep_temporary, up_to_date, writer_alive)
+from pipeline.cache import (HOST, StageError, done_ids, h5_valid, item_path, seal, stage_lock,
+                            sweep_temporary, up_to_date, writer_alive)
+from pipeline.runner import run_items
 from pipeline.config import (DescriptorConfig, EvaluateConfig, ExtractConfig, TrainConfig,
                              parse_overrides)
 from pipeline.datasets.synthetic import write_video

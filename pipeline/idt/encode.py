@@ -13,8 +13,9 @@ from typing import Iterator, Mapping, Sequence
 import h5py
 import numpy as np
 
-from pipeline.cache import (StageError, atomic_path, h5_valid, item_path, run_items, stage_key,
-                            stage_lock, up_to_date)
+from pipeline.cache import (StageError, atomic_path, h5_valid, item_path, stage_key, stage_lock,
+                            up_to_date)
+from pipeline.runner import run_items
 from pipeline.config import ExtractConfig
 from pipeline.idt.fisher import FisherVectorEncoder
 from pipeline.idt.settings import IDTConfig

@@ -15,7 +15,8 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.cache import StageResult, digest, run_items, stage_dir, stage_key, stage_lock, up_to_date
+from pipeline.cache import StageResult, digest, stage_dir, stage_key, stage_lock, up_to_date
+from pipeline.runner import run_items
 from pipeline.config import ExtractConfig
 from pipeline.datasets import Dataset, get_dataset
 from pipeline.idt.descriptors import OUTPUT_KEYS
