@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.cache import StageError
 from pipeline.config import DescriptorConfig, EvaluateConfig, ExtractConfig, parse_overrides
 from pipeline.descriptors import compute_descriptors
 from pipeline.evaluate import evaluate, ledger_of
@@ -57,17 +58,23 @@ def as_token(key: str, value: Any) -> str:
 
 def run_sweep(grid: str | Path, argv: list[str]) -> tuple[str, list[dict]]:
     """Run every configuration of `grid` (stage 2 and evaluation, cached); returns the
-    markdown table and one summary per configuration (name, mean, std, folder)."""
+    markdown table and one summary per configuration (name, mean, std, folder; or row and
+    reason for a configuration that could not run, e.g. IDT rows before `make idt`)."""
     base, rows = read_grid(grid)
     given = {token.partition("=")[0] for token in argv}
     base_tokens = [as_token(k, v) for k, v in base.items() if k not in given]
-    summaries, keys, names = [], [], {}
+    summaries, keys, names, failed = [], [], {}, []
     for row in tqdm(rows, desc="sweep", unit="config", disable=None):
         tokens = base_tokens + list(argv) + [as_token(k, v) for k, v in row.items()]
         ecfg, dcfg, vcfg, icfg = parse_overrides(tokens, ExtractConfig, DescriptorConfig,
                                                  EvaluateConfig, IDTConfig)
-        compute_descriptors(ecfg, dcfg)
-        folder, results = evaluate(ecfg, dcfg, vcfg, icfg)
+        try:
+            compute_descriptors(ecfg, dcfg)
+            folder, results = evaluate(ecfg, dcfg, vcfg, icfg)
+        except StageError as exc:           # e.g. an IDT row before `make idt`: say so, go on
+            log.error("sweep: configuration %s skipped: %s", row, exc)
+            failed.append({"row": row, "reason": str(exc)})
+            continue
         scores = [v for k, v in results["scores"].items() if k != "mean"]
         name = vcfg.name or results["method"]          # a cached result keeps its first name
         names[results["config_key"]] = name
@@ -77,6 +84,9 @@ def run_sweep(grid: str | Path, argv: list[str]) -> tuple[str, list[dict]]:
         keys.append(results["config_key"])
         log.info("sweep: %s = %.2f%% (%d of %d configurations)", name,
                  100 * summaries[-1]["mean"], len(summaries), len(rows))
+    summaries += [{"name": None, **f} for f in failed]
+    if not keys:
+        return "", summaries
     records = ledger_of(ecfg, vcfg).records(config_key=keys)
     order = {k: i for i, k in enumerate(keys)}
     records.sort(key=lambda r: order[r["config_key"]])

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from pipeline.sweep import run_sweep
-from stages.common import EXIT_OK, EXIT_USAGE, run
+from stages.common import EXIT_FAILED_ITEMS, EXIT_OK, EXIT_USAGE, run
 
 log = logging.getLogger("stages")
 
@@ -23,10 +23,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(*_configs) -> int:
         table, summaries = run_sweep(grids[0], rest)
+        failed = [s for s in summaries if s["name"] is None]
         for s in summaries:
-            log.info("%-40s %6.2f +- %5.2f  %s", s["name"], 100 * s["mean"], 100 * s["std"], s["folder"])
+            if s["name"] is not None:
+                log.info("%-40s %6.2f +- %5.2f  %s", s["name"], 100 * s["mean"], 100 * s["std"],
+                         s["folder"])
+        for s in failed:
+            log.error("not run: %s (%s)", s["row"], s["reason"])
         print(table, end="")
-        return EXIT_OK
+        return EXIT_FAILED_ITEMS if failed else EXIT_OK
 
     return run(rest, 3, body)
 

@@ -62,3 +62,12 @@ def test_sweep_runs_each_configuration_once_and_resumes(setting, monkeypatch):
     assert len(lines) == 1 + 4 and all(" f1 " in lines[0] for _ in (0,))
     run_sweep(grid, args)
     assert len(Ledger(ledger).records()) == 12             # a rerun computes nothing
+
+
+def test_a_configuration_that_cannot_run_is_reported_and_the_rest_go_on(setting, tmp_path):
+    args, _, _ = setting
+    grid = tmp_path / "idt.json"
+    grid.write_text(json.dumps({"base": {"sketch_dim": 8}, "rows": [{"idt": "on"}, {"order": 1}]}))
+    table, summaries = run_sweep(grid, args)
+    assert [s["name"] for s in summaries] == ["first-order (mean)", None]
+    assert "idt" in summaries[1]["reason"].lower() and "first-order (mean)" in table

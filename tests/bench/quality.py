@@ -60,6 +60,9 @@ def main() -> int:
                                          + [as_token("dataset_options", options)])
             log.info("protocol %s, fold seed %d:\n%s", protocol, seed, table)
             for s in summaries:
+                if s["name"] is None:
+                    log.error("not run: %s (%s)", s["row"], s["reason"])
+                    continue
                 runs.setdefault(s["name"], []).append(s)
         print(f"\n## arid_train, protocol {protocol!r} ({PROTOCOLS[protocol]}, fold seeds "
               f"{seeds}), accuracy %\n")
