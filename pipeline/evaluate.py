@@ -295,7 +295,7 @@ def evaluate(ecfg: ExtractConfig, dcfg: DescriptorConfig, cfg: EvaluateConfig,
         from pipeline.idt.settings import IDTConfig
         from pipeline.idt.stage import idt_folder
         icfg = icfg or IDTConfig()
-        params["idt"] = [idt_folder(ecfg, icfg, dataset)[0].name, key_params(icfg)]
+        params["idt_input"] = [idt_folder(ecfg, icfg, dataset)[0].name, key_params(icfg)]
         idt = lambda train_ids, test_ids: idt_kernel(ecfg, icfg, train_ids, test_ids)  # noqa: E731
     key = stage_key(STAGE, STAGE_VERSION, params, upstream=[upstream.name])
     folder = stage_dir(ecfg.cache_root, STAGE, dataset.identity, f"{cfg.head}-{upstream.name}", key)

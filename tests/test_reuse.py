@@ -136,3 +136,28 @@ def test_leave_one_group_out_gives_one_column_per_group(persons, tmp_path):
     header = (folder / "results.md").read_text().splitlines()[0]
     assert all(f" {g} " in header for g in ("000", "001", "002")) and "mean" in header
     assert all(r["n_train"] == 6 and r["n_test"] == 3 for r in results["splits"].values())
+
+
+def test_idt_on_and_only_are_different_evaluations(persons, tmp_path, monkeypatch):
+    import numpy as np
+
+    from pipeline.idt import encode, stage
+    cache = tmp_path / "cache"
+    e, d, v = configs(persons, cache, "dataset_options={'folds': 3}")
+    extract_features(e)
+    compute_descriptors(e, d)
+    rng = np.random.default_rng(0)
+    feats = {}
+
+    def kernel(_e, _i, train_ids, test_ids):
+        x = np.stack([feats.setdefault(i, rng.normal(size=8)) for i in [*train_ids, *test_ids]])
+        return x[:len(train_ids)] @ x[:len(train_ids)].T, x[len(train_ids):] @ x[:len(train_ids)].T
+
+    monkeypatch.setattr(stage, "idt_folder", lambda *a: (tmp_path / "idt-fake", {}))
+    monkeypatch.setattr(encode, "idt_kernel", kernel)
+    folders = {}
+    for mode in ("only", "on"):
+        _, _, v = configs(persons, cache, "dataset_options={'folds': 3}", f"idt={mode!r}")
+        folders[mode], results = evaluate(e, d, v)
+        assert results["method"] == {"only": "IDT (Fisher vectors)", "on": "SO+SigmE+IDT"}[mode]
+    assert folders["only"] != folders["on"]
