@@ -321,6 +321,10 @@ def evaluate(ecfg: ExtractConfig, dcfg: DescriptorConfig, cfg: EvaluateConfig,
             start = time.perf_counter()
             result = score_split(gram, y, split, ids, metric=dataset.metric, cfg=cfg,
                                  classes=dataset.classes, idt=idt)
+            result["wall_time"] = time.perf_counter() - start
+            write_json(path, result)              # the split's file first, then its one record
+        result = json.loads(path.read_text())
+        if not ledger.records(config_key=key, split=name):     # a kill between the two: add it
             ledger.append({"dataset": dataset.identity, "protocol": protocol, "split": name,
                            "method": method, "metric": dataset.metric, "score": result["score"],
                            "config_key": key, "n_train": result["n_train"],
@@ -330,9 +334,8 @@ def evaluate(ecfg: ExtractConfig, dcfg: DescriptorConfig, cfg: EvaluateConfig,
                                      "evaluate": str(folder)},
                            "per_class": result["per_class"], "confusion": result["confusion"],
                            "classes": list(dataset.classes), "predictions": result["predictions"],
-                           "chosen": result["chosen"], "wall_time": time.perf_counter() - start,
+                           "chosen": result["chosen"], "wall_time": result.get("wall_time"),
                            "versions": library_versions()})
-            write_json(path, result)
         per_split[name] = json.loads(path.read_text())
         log.info("%s: %s = %.4f", name, dataset.metric, per_split[name]["score"])
     scores = {name: r["score"] for name, r in per_split.items()}

@@ -199,6 +199,9 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
                               split=split, ids=ids, videos=videos, y=y, group_names=group_names,
                               method=method, metric=dataset.metric, classes=dataset.classes,
                               model_config=model_config)
+                write_json(out / RESULT_FILE, r)  # the split's file first, then its one record
+            r = json.loads((out / RESULT_FILE).read_text())
+            if not ledger.records(config_key=key, split=name):  # a kill between the two: add it
                 ledger.append({"dataset": dataset.identity, "protocol": protocol, "split": name,
                                "method": method, "metric": dataset.metric, "score": r["score"],
                                "config_key": key, "n_train": r["n_train"], "n_test": r["n_test"],
@@ -208,7 +211,6 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
                                "confusion": r["confusion"], "classes": list(dataset.classes),
                                "predictions": r["predictions"], "chosen": r["chosen"],
                                "wall_time": r["wall_time"], "versions": library_versions()})
-                write_json(out / RESULT_FILE, r)
             per_split[name] = json.loads((out / RESULT_FILE).read_text())
             log.info("%s: %s = %.4f (model in %s)", name, dataset.metric,
                      per_split[name]["score"], out)

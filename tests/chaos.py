@@ -357,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(chosen - set(STAGES))
     if unknown:
         parser.error(f"unknown stages {unknown}; choose from {list(STAGES)}")
-    upstream = ({"extract"} if chosen - {"idt"} else set()) | ({"descriptors"} if "evaluate" in chosen else set())
+    upstream = {"extract"} if chosen - {"idt"} else set()           # all but idt read stage 1
+    upstream |= {"descriptors"} if "evaluate" in chosen else set()
     torch.set_num_threads(1)
     work = opts.workdir or Path(tempfile.mkdtemp(prefix="chaos-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -29,10 +29,10 @@ from tests.fakes import CountingBackbone
 
 FAKE = ["dataset=folder", "backbone=fake_counting", "layer=stats", "weights=none",
         "streams=('rgb',)", "lengths=(4, 8)", "strides=(2, 4)", "steps=((1, 2), (1,))", "size=32",
-        "device=cpu", "max_epochs=3", "patience=2", "weight_decay=0",
+        "device=cpu", "max_epochs=3", "patience=2", "weight_decay=0", "epn=maxexp",
         "dataset_options={'folds': 2}"]
 # (descriptor and head settings) of each evaluated configuration: a sweep over d' (SO+MaxExp at
-# 4 and 8) and one over Gamma's parameter at d' = 8 (0.25 and 0.5, the default)
+# 4 and 8) and one over Gamma's parameter at d' = 8 (0.25 and the default)
 EVALUATED = [("sketch_dim=4",), ("sketch_dim=8",), ("sketch_dim=8", "epn=gamma"),
              ("sketch_dim=8", "epn=gamma", "epn_params={'gamma': 0.25}")]
 SWEEP_IMAGES = ("sweep_sketch_dim.png", "sweep_gamma_gamma.png")

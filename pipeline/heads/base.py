@@ -513,6 +513,11 @@ def select_by_cv(codes: np.ndarray, candidates: Sequence[float], score: Callable
     (smallest) candidate. One candidate: returned without any fitting. -> (choice, {c: mean})."""
     if len(candidates) == 1:
         return candidates[0], {}
+    if np.bincount(np.asarray(codes)).max() < 2:       # one video per class: nothing to validate on
+        middle = 1.0 if 1.0 in candidates else sorted(candidates)[len(candidates) // 2]
+        log.warning("every class has one training video: no cross-validation possible; "
+                    "using %s from the grid %s", middle, list(candidates))
+        return middle, {}
     folds = stratified_folds(codes, n_folds, seed)
     means = {c: float(np.mean([score(c, a, b) for a, b in folds])) for c in candidates}
     best = max(candidates, key=lambda c: (means[c], -candidates.index(c)))
