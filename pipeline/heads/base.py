@@ -18,6 +18,8 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from pipeline.cache import atomic_path
+
 log = logging.getLogger(__name__)
 
 __all__ = ["RowSource", "as_row_source", "stratified_holdout", "stratified_folds", "as_grid",
@@ -243,11 +245,9 @@ def _jsonable(x: Any) -> Any:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    """obj as JSON (numpy values converted) at path, written to a temporary name and renamed."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=1, sort_keys=True))
-    tmp.replace(path)
+    """obj as JSON (numpy values converted) at path, written atomically (cache.atomic_path)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(_jsonable(obj), indent=1, sort_keys=True))
 
 
 def read_json(path: Path) -> dict:
@@ -396,8 +396,8 @@ class TorchClassifierBase(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "module_")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        torch.save({k: v.detach().cpu() for k, v in self.module_.state_dict().items()},
-                   path / STATE_FILE)
+        with atomic_path(path / STATE_FILE) as tmp:
+            torch.save({k: v.detach().cpu() for k, v in self.module_.state_dict().items()}, tmp)
         write_json(path / PARAMS_FILE, {
             "class": type(self).__name__, "params": self.get_params(deep=False),
             "classes": self.classes_, "classes_dtype": self.classes_.dtype.str,
@@ -563,9 +563,8 @@ class ArrayHeadBase(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, self._ARRAYS[0])
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        tmp = path / (ARRAYS_FILE + ".tmp.npz")
-        np.savez(tmp, **{name: getattr(self, name) for name in self._ARRAYS})
-        tmp.replace(path / ARRAYS_FILE)
+        with atomic_path(path / ARRAYS_FILE) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **{name: getattr(self, name) for name in self._ARRAYS})
         write_json(path / PARAMS_FILE, {
             "class": type(self).__name__, "params": self.get_params(deep=False),
             "classes": self.classes_, "classes_dtype": self.classes_.dtype.str,
