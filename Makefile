@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine: `make demo` and `make test`.
-# Settings pass through: make extract DATASET=hmdb51 ARGS="root=/data/hmdb51 backbone=i3d_r50"
+# Settings pass through: make extract DATASET=hmdb51 ARGS="root=/data/hmdb51 order=3"
 PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
