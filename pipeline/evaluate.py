@@ -226,26 +226,32 @@ def score_split(x, y: np.ndarray, split: dict[str, str], ids: list[str], *,
         scores, chosen = fused_scores(x, y, train, test, idt(train_ids, test_ids), cfg=cfg)
     else:
         scores, chosen = fit_scores(x, y, train, test, metric=metric, cfg=cfg)
-    truth = y[test]
+    test_ids = [i for i, t in zip(ids, test) if t]
+    return {"n_train": int(train.sum()), "n_test": int(test.sum()),
+            "missing_train": missing[TRAIN], "missing_test": missing[TEST], "chosen": chosen,
+            **summarise(scores, y[test], test_ids, metric=metric, classes=classes)}
+
+
+def summarise(scores: np.ndarray, truth: np.ndarray, test_ids: list[str], *, metric: str,
+              classes: tuple[str, ...]) -> dict:
+    """Score, per-class scores, confusion and per-video predictions of test scores (n_test, C)
+    against truth (n_test, C) binary, as score_split and train record them."""
     if metric == "map":
-        score = METRICS[metric](truth, scores)
-        per_class = {}
-        confusion: list = []
+        score, per_class, confusion = METRICS[metric](truth, scores), {}, []
     else:
         true, pred = truth.argmax(1), scores.argmax(1)
         score = METRICS[metric](true, pred)
-        n = y.shape[1]
-        confusion = np.zeros((n, n), np.int64)
-        np.add.at(confusion, (true, pred), 1)
-        per_class = {(classes[c] if classes else str(c)): float(confusion[c, c] / confusion[c].sum())
-                     for c in range(n) if confusion[c].sum()}
-        confusion = confusion.tolist()
-    test_ids = [i for i, t in zip(ids, test) if t]
+        n = truth.shape[1]
+        matrix = np.zeros((n, n), np.int64)
+        np.add.at(matrix, (true, pred), 1)
+        per_class = {(classes[c] if classes else str(c)): float(matrix[c, c] / matrix[c].sum())
+                     for c in range(n) if matrix[c].sum()}
+        confusion = matrix.tolist()
     predictions = [{"id": i, "true": [int(c) for c in np.flatnonzero(t)], "pred": int(s.argmax()),
-                    "scores": [round(float(v), 5) for v in s]} for i, t, s in zip(test_ids, truth, scores)]
-    return {"score": float(score), "n_train": int(train.sum()), "n_test": int(test.sum()),
-            "missing_train": missing[TRAIN], "missing_test": missing[TEST], "chosen": chosen,
-            "per_class": per_class, "confusion": confusion, "predictions": predictions}
+                    "scores": [round(float(v), 5) for v in s]}
+                   for i, t, s in zip(test_ids, truth, scores)]
+    return {"score": float(score), "per_class": per_class, "confusion": confusion,
+            "predictions": predictions}
 
 
 def method_name(ecfg: ExtractConfig, dcfg: DescriptorConfig, cfg: EvaluateConfig | None = None) -> str:

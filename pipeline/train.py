@@ -19,7 +19,7 @@ from pipeline.cache import (StageError, atomic_path, digest, library_versions, s
 from pipeline.config import (DescriptorConfig, EvaluateConfig, ExtractConfig, TrainConfig,
                              key_params)
 from pipeline.datasets import TEST, TRAIN
-from pipeline.evaluate import PROTOCOLS, label_matrix, ledger_of, method_name
+from pipeline.evaluate import PROTOCOLS, label_matrix, ledger_of, method_name, summarise
 from pipeline.metrics import METRICS
 from pipeline.report import paper_table
 from pipeline.sketched import compute_sketched, load_sketched, sketched_ids
@@ -118,28 +118,6 @@ def write_weights(path: Path, *, ids: list[str], group_names: list[str], windows
         f.attrs.update(attention=attention, method=method,
                        meaning="hot/none: the group weight w_g of each window; ap: bottom-up "
                                "saliency X b per rank; pyramid: rows of A; self: softmax per query")
-
-
-def summarise(scores: np.ndarray, truth: np.ndarray, test_ids: list[str], *, metric: str,
-              classes: tuple[str, ...]) -> dict:
-    """Score, per-class scores, confusion and per-video predictions of test scores (n_test, C)
-    against truth (n_test, C) binary, in pipeline.evaluate.score_split's format."""
-    if metric == "map":
-        score, per_class, confusion = METRICS[metric](truth, scores), {}, []
-    else:
-        true, pred = truth.argmax(1), scores.argmax(1)
-        score = METRICS[metric](true, pred)
-        n = truth.shape[1]
-        matrix = np.zeros((n, n), np.int64)
-        np.add.at(matrix, (true, pred), 1)
-        per_class = {classes[c]: float(matrix[c, c] / matrix[c].sum())
-                     for c in range(n) if matrix[c].sum()}
-        confusion = matrix.tolist()
-    predictions = [{"id": i, "true": [int(c) for c in np.flatnonzero(t)], "pred": int(s.argmax()),
-                    "scores": [round(float(v), 5) for v in s]}
-                   for i, t, s in zip(test_ids, truth, scores)]
-    return {"score": float(score), "per_class": per_class, "confusion": confusion,
-            "predictions": predictions}
 
 
 def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,

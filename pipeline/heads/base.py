@@ -587,7 +587,10 @@ class ArrayHeadBase(ClassifierMixin, BaseEstimator):
         return self
 
     def _meta(self) -> dict:
-        return {}
+        """What save() keeps besides the arrays: the input width and the C grid's CV scores."""
+        return {"n_features_in": self.n_features_in_,
+                "cv_scores": {repr(k): v for k, v in self.cv_scores_.items()}}
 
     def _set_meta(self, meta: dict) -> None:
-        pass
+        self.n_features_in_ = int(meta["n_features_in"])
+        self.cv_scores_ = {float(k): v for k, v in meta["cv_scores"].items()}

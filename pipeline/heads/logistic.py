@@ -67,11 +67,3 @@ class LogisticHead(ArrayHeadBase):
         self.n_features_in_ = source.n_features
         self.chosen_params_ = {"C": C}
         return self
-
-    def _meta(self) -> dict:
-        return {"n_features_in": self.n_features_in_,
-                "cv_scores": {repr(k): v for k, v in self.cv_scores_.items()}}
-
-    def _set_meta(self, meta: dict) -> None:
-        self.n_features_in_ = int(meta["n_features_in"])
-        self.cv_scores_ = {float(k): v for k, v in meta["cv_scores"].items()}

@@ -207,11 +207,3 @@ class SVMHead(ArrayHeadBase):
                                  f"{self.dual_coef_.shape[1]}) against the training samples")
             return K @ self.dual_coef_.T + self.intercept_
         return super().decision_function(X, indices)
-
-    def _meta(self) -> dict:
-        return {"n_features_in": self.n_features_in_,
-                "cv_scores": {repr(k): v for k, v in self.cv_scores_.items()}}
-
-    def _set_meta(self, meta: dict) -> None:
-        self.n_features_in_ = int(meta["n_features_in"])
-        self.cv_scores_ = {float(k): v for k, v in meta["cv_scores"].items()}
