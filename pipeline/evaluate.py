@@ -309,8 +309,8 @@ def evaluate(ecfg: ExtractConfig, dcfg: DescriptorConfig, cfg: EvaluateConfig,
     if (folder / "results.json").is_file():
         log.info("evaluation already complete (no stage-1, stage-2 or training work): %s", folder)
         return folder, json.loads((folder / "results.json").read_text())
-    log.info("evaluating %s on %s: stage 1 and 2 read from the cache (%s)", method,
-             dataset.identity, upstream)
+    log.info("evaluating %s on %s: descriptors read from the cache, no stage-1 or stage-2 work "
+             "(%s)", method, dataset.identity, upstream)
     gram = None
     y = label_matrix(dataset, ids)
     ledger, protocol = ledger_of(ecfg, cfg), PROTOCOLS.get(dataset.name, "splits")

@@ -108,6 +108,40 @@ def test_a_split_file_edited_in_place_is_scored_anew(persons, tmp_path):
     assert (first["splits"]["sp1"]["n_train"], second["splits"]["sp1"]["n_train"]) == (6, 3)
 
 
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every file under folder."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_new_head_after_an_svm_run_does_no_stage1_or_stage2_work(persons, tmp_path, caplog):
+    """`make evaluate ARGS="head=logreg"` after an SVM run: the entry point reads the cached
+    descriptors, runs no forward pass, writes nothing in stage 1's or stage 2's folders, says so
+    in the log, and a second run of the same head is a no-op that says so too."""
+    from stages.evaluate import main as evaluate_main
+    cache = tmp_path / "cache"
+    argv = [f"root={str(persons)!r}", f"cache_root={str(cache)!r}", *FAKE,
+            "dataset_options={'folds': 3}"]
+    e, d, _ = configs(persons, cache, "dataset_options={'folds': 3}")
+    features = extract_features(e).folder
+    descriptors = compute_descriptors(e, d).folder
+    assert evaluate_main([*argv, "head=svm"]) == 0
+    before = {folder: snapshot(folder) for folder in (features, descriptors)}
+    CountingBackbone.calls = 0
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert evaluate_main([*argv, "head=logreg"]) == 0
+    assert CountingBackbone.calls == 0
+    assert {folder: snapshot(folder) for folder in (features, descriptors)} == before
+    assert "no stage-1 or stage-2 work" in caplog.text and "[logreg]" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert evaluate_main([*argv, "head=logreg"]) == 0
+    assert CountingBackbone.calls == 0 and "evaluation already complete" in caplog.text
+    heads = sorted(p.parent.name.split("-")[0] for p in (cache / "evaluate").rglob("results.json"))
+    assert heads == ["logreg", "svm"]
+
+
 def test_a_broken_video_leaves_the_others_running_downstream(persons, tmp_path):
     cache = tmp_path / "cache"
     (persons / "move_up" / "broken.avi").write_bytes(b"not a video at all" * 50)
