@@ -6,7 +6,7 @@ Layout: `<cache_root>/flow/<dataset>/<method>-<size>[-crop]-<key12>/items/<item 
 q = round(u * 254) clipped to [0, 254] (zero motion u = 0.5 is exactly 127; read back as q / 254
 float32, error <= 0.5/254), one frame per chunk, gzip level 1 (measured at 224x224: lzf writes
 ~2x faster, 0.8 vs 1.6 ms a frame, both < 0.5% of TV-L1's ~500 ms, but gzip 1 is 20-35% smaller),
-and attrs id, path, [frame_range], source_size, source_mtime_ns, num_frames, method, size, crop,
+and attrs id, path, [frame_range], source_size, source_blake2b, num_frames, method, size, crop,
 complete, [claimed_frames, decoded_frames] (a video shorter than its container claims). Items are
 written frame by frame to a temporary file and renamed into place; one that a killed writer left is
 removed when the item is next written.
@@ -25,6 +25,7 @@ import numpy as np
 from pipeline import video
 from pipeline.cache import (atomic_path, h5_valid, item_path, stage_dir, stage_key, sweep_temporary,
                             write_json)
+from pipeline.digests import file_digest
 from pipeline.flow import FLOW_BOUND, FLOW_METHODS
 
 log = logging.getLogger(__name__)
@@ -57,13 +58,13 @@ def dequantise(q: np.ndarray) -> np.ndarray:
 
 
 def _source(path: str | os.PathLike, frames: tuple[int, int] | None) -> dict:
-    """The attrs that identify an item's source: resolved path, size, mtime_ns, frame range."""
+    """The attrs that identify an item's source: resolved path, size, content digest
+    (pipeline.digests), frame range."""
     p = Path(path).resolve()
     try:
-        st = p.stat()
+        src = {"path": str(p), "source_size": p.stat().st_size, "source_blake2b": file_digest(p)}
     except FileNotFoundError:
         raise FileNotFoundError(f"{p}: the item's video does not exist") from None
-    src = {"path": str(p), "source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns}
     if frames is not None:
         start, end = (int(v) for v in frames)
         if not 0 <= start < end:
@@ -85,7 +86,7 @@ def _same_source(f: h5py.File, src: dict) -> bool:
     if "frame_range" in src and np.asarray(a["frame_range"]).tolist() != src["frame_range"].tolist():
         return False
     return (str(a["path"]) == src["path"] and int(a["source_size"]) == src["source_size"]
-            and int(a["source_mtime_ns"]) == src["source_mtime_ns"])
+            and str(a.get("source_blake2b", "")) == src["source_blake2b"])
 
 
 class FlowWriter:
@@ -127,7 +128,7 @@ class FlowCache:
     method: a pipeline.flow method ("tvl1", "dis", ...); size: short side in px the frames were
     resized to (0 = native); crop: whether they were centre-cropped to size x size.
     An item is valid only for the source it was computed from: same resolved path, file size,
-    mtime_ns and frame range (a regenerated dataset never reuses stale flow).
+    content digest and frame range (a regenerated dataset never reuses stale flow).
     """
 
     def __init__(self, cache_root: str | os.PathLike, dataset: str, *, method: str, size: int,
@@ -151,7 +152,7 @@ class FlowCache:
 
     def has(self, item_id: str, path: str | os.PathLike, frames: tuple[int, int] | None) -> bool:
         """True iff item_id's file opens, is complete and was computed from this source
-        (path, its current size and mtime_ns, and frame range `frames` or None)."""
+        (path, its current size and content digest, and frame range `frames` or None)."""
         try:
             src = _source(path, frames)
         except OSError:

@@ -1,9 +1,15 @@
 """Shared fixtures: a tiny lossless synthetic dataset, a fresh cache root, the shared data folder."""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# The content-digest memo (pipeline.digests) of the test run lives in a temporary folder, not in
+# the user's ~/.cache; subprocesses (stage CLIs, the chaos harness) inherit it.
+os.environ["HOT_DIGEST_MEMO"] = str(Path(tempfile.mkdtemp(prefix="hot-digests-")) / "digests.sqlite")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY = dict(classes=3, videos_per_class=3, train_per_class=2, frames=12, size=32, codec="FFV1")

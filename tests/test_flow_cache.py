@@ -92,13 +92,17 @@ def test_has_is_false_unless_complete_and_from_the_same_source(cache, video, tmp
     other.write_bytes(video.read_bytes())
     assert not cache.has("v", other, (10, 20))                              # path
     assert not cache.has("v", tmp_path / "gone.avi", (10, 20))              # source deleted
-    st = video.stat()
+    st, data = video.stat(), video.read_bytes()
     os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
-    assert not cache.has("v", video, (10, 20))                              # mtime
-    os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert cache.has("v", video, (10, 20))                                  # a copy: new mtime
+    edited = bytearray(data)
+    edited[len(data) // 2] ^= 0xFF
+    video.write_bytes(bytes(edited))                                        # content, same size
+    os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns))                    # and same mtime
+    assert not cache.has("v", video, (10, 20))
+    video.write_bytes(data)
     assert cache.has("v", video, (10, 20))
-    video.write_bytes(b"a regenerated video")                               # size (same mtime)
-    os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns))
+    video.write_bytes(b"a regenerated video")                               # size
     assert not cache.has("v", video, (10, 20))
 
     write(cache, "x", video, None, unit_frames(2))

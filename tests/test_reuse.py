@@ -4,6 +4,7 @@ split keys the evaluation; broken videos leave the others running downstream (co
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -77,6 +78,44 @@ def test_an_edited_video_is_recomputed(persons, tmp_path):
     shutil.copy2(persons / "move_up" / "move_up_000.avi", video)              # new content, same id
     calls, result = forwards(persons, cache)
     assert result.computed == 1 and calls > 0
+
+
+def test_a_copied_dataset_keeps_its_cache_and_an_edit_of_the_same_size_is_seen(persons, tmp_path):
+    """Items are identified by content (pipeline.digests), not mtime: a copy of the dataset with
+    fresh mtimes (cp without -p, a new machine) costs no forward pass; a same-size edit with its
+    mtime put back costs one video."""
+    cache = tmp_path / "cache"
+    first = forwards(persons, cache)[1].folder
+    copy = tmp_path / "elsewhere" / persons.name
+    shutil.copytree(persons, copy, copy_function=shutil.copyfile)        # new mtimes, same bytes
+    calls, result = forwards(copy, cache)
+    assert calls == 0 and result.folder == first and result.done == 9
+    video = copy / "move_up" / "move_up_001.avi"
+    st, data = video.stat(), bytearray(video.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    video.write_bytes(bytes(data))
+    os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns))
+    CountingBackbone.windows = 0
+    calls, result = forwards(copy, cache)
+    assert result.computed == 1 and calls > 0
+
+
+def test_the_digest_memo_reads_each_file_once_and_is_optional(persons, tmp_path, monkeypatch):
+    import hashlib
+
+    from pipeline import digests
+    reads = []
+    real = hashlib.file_digest
+    monkeypatch.setattr(hashlib, "file_digest", lambda f, h: reads.append(f.name) or real(f, h))
+    monkeypatch.setenv("HOT_DIGEST_MEMO", str(tmp_path / "memo.sqlite"))
+    video = persons / "move_up" / "move_up_001.avi"
+    first = digests.file_digest(video)
+    assert digests.file_digest(video) == first and len(reads) == 1      # memoised
+    video.touch()                                                        # ctime changed: rehashed
+    assert digests.file_digest(video) == first and len(reads) == 2
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("HOT_DIGEST_MEMO", str(tmp_path / "file" / "memo.sqlite"))
+    assert digests.file_digest(video) == first and len(reads) == 3       # no memo: still works
 
 
 def test_two_folder_datasets_keep_their_own_features(persons, tmp_path):

@@ -11,6 +11,8 @@ import json
 from abc import ABC
 from pathlib import Path
 
+from pipeline.digests import file_digest
+
 TRAIN, TEST = "train", "test"
 
 
@@ -42,15 +44,15 @@ class Item:
     def source(self) -> str:
         """The identity of what this item is computed from, as canonical JSON: id (its path
         relative to the dataset root, so moving the root keeps caches), the file's size and
-        mtime_ns, and the frame range. Every cached item file carries it; a mismatch is redone.
-        A missing file gives a source no cached file matches (the stage then reports it)."""
+        content digest (pipeline.digests: a copied dataset with new mtimes keeps its caches), and
+        the frame range. Every cached item file carries it; a mismatch is redone. A missing or
+        unreadable file gives a source no cached file matches (the stage then reports it)."""
         try:
-            st = Path(self.path).stat()
-            size, mtime = st.st_size, st.st_mtime_ns
+            size, content = Path(self.path).stat().st_size, file_digest(self.path)
         except OSError:
-            size = mtime = None
+            size = content = None
         frames = None if self.frames is None else [int(v) for v in self.frames]
-        return json.dumps({"id": self.id, "size": size, "mtime_ns": mtime, "frames": frames},
+        return json.dumps({"id": self.id, "size": size, "blake2b": content, "frames": frames},
                           sort_keys=True, separators=(",", ":"))
 
 

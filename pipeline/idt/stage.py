@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.cache import StageResult, digest, stage_dir, stage_key, stage_lock, up_to_date
+from pipeline.digests import file_digest
 from pipeline.runner import run_items
 from pipeline.config import ExtractConfig
 from pipeline.datasets import Dataset, get_dataset
@@ -60,13 +61,15 @@ def text_candidates(folder: Path, item_id: str) -> list[Path]:
 
 
 def text_sources(dataset: Dataset, folder: str | Path) -> dict[str, str]:
-    """id -> identity of its text file (name, size, mtime_ns; None when absent), like Item.source."""
+    """id -> identity of its text file (name, size, content digest; None when absent), like
+    Item.source."""
     folder, out = Path(folder), {}
     for item in dataset.items():
         found = [p for p in text_candidates(folder, item.id) if p.is_file()]
-        st = found[0].stat() if len(found) == 1 else None
-        out[item.id] = json.dumps({"id": item.id, "file": found[0].name if len(found) == 1 else None,
-                                   "size": st and st.st_size, "mtime_ns": st and st.st_mtime_ns},
+        one = found[0] if len(found) == 1 else None
+        out[item.id] = json.dumps({"id": item.id, "file": one and one.name,
+                                   "size": one and one.stat().st_size,
+                                   "blake2b": one and file_digest(one)},
                                   sort_keys=True, separators=(",", ":"))
     return out
 
