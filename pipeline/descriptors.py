@@ -4,7 +4,8 @@ l2-normalise each window, weight it (per group, or by a learned hook), pool into
 with EPN and store its unique entries. Videos are computed in batches, on the stage-1 backend.
 
 Output: `items/<id>.h5` (dataset "descriptor" (n_unique,)), `sketch.h5` (h, s of the sketch) and
-the consolidated view `descriptors.h5` (ids (n,), descriptors (n, n_unique)), built last.
+the consolidated view `descriptors.h5` (ids (n,), descriptors (n, n_unique)), built just before
+the manifest.
 """
 from __future__ import annotations
 
@@ -26,10 +27,10 @@ from pipeline.datasets import Dataset
 from pipeline.epn import make_epn
 from pipeline.sketch import CountSketch, make_sketches
 from pipeline.parallel import worker_state
-from pipeline.tensor_pool import hot_descriptors, n_unique
+from pipeline.tensor_pool import hot_descriptors, n_unique, unit_rows
 
 log = logging.getLogger(__name__)
-STAGE, STAGE_VERSION = "descriptors", 6
+STAGE, STAGE_VERSION = "descriptors", 7
 VIEW = "descriptors.h5"
 
 
@@ -133,11 +134,6 @@ def read_parts(path: Path, parts: list[str], groups: list[str] | None = None
                 for part in parts], groups
 
 
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """x (N, d) with each row divided by its l2 norm (rows of zeros stay zero)."""
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def sketched(parts: list[np.ndarray], sketches: list[CountSketch] | None) -> np.ndarray:
     """parts: P x (N, D_p) -> phi (N, P d'), or (N, sum D_p) unsketched when sketches is None.
 
@@ -159,7 +155,7 @@ def first_order(phis: list[np.ndarray], weights: list[np.ndarray], how: str) -> 
     for phi, w in zip(phis, weights):
         pooled = []
         if how in ("mean", "meanmax"):
-            pooled.append(unit_rows((w @ phi / max(w.sum(), 1e-12))[None])[0])
+            pooled.append(unit_rows((w @ phi)[None])[0])           # the mean's direction
         if how in ("max", "meanmax"):
             pooled.append(unit_rows(phi.max(axis=0)[None])[0])
         out.append(np.concatenate(pooled))
@@ -197,6 +193,22 @@ class Weigher(Protocol):
 
     def __call__(self, item_id: str, phi: np.ndarray, groups: list[str]) -> np.ndarray:
         """phi (N, d) sketched windows, their group names -> weights (N,) >= 0."""
+
+
+def unusable(item_id: str, descriptor: np.ndarray, cfg: DescriptorConfig) -> ValueError | None:
+    """Why `descriptor` must not be stored (a NaN or Inf, or all zeros: nothing was pooled, and a
+    zero row would pass for a video), or None."""
+    if not np.isfinite(descriptor).all():
+        return ValueError(f"the descriptor of {item_id} is not finite")
+    if not descriptor.any():
+        causes = ["all-zero stage-1 features or window weights"]
+        if cfg.center and cfg.order > 1:
+            causes.append("windows that center=True makes zero (a single window, identical ones)")
+        if cfg.order == 3:
+            causes.append("third moments that cancel (phi_2 = -phi_1)")
+        return ValueError(f"the descriptor of {item_id} is all zero, so it is not stored: nothing "
+                          f"to pool ({'; or '.join(causes)})")
+    return None
 
 
 def write_descriptor(out: Path, *, item_id: str, source: str, descriptor: np.ndarray) -> None:
@@ -256,13 +268,9 @@ class DescriptorJob:
                     except Exception as exc:  # noqa: BLE001 - fails this item only
                         descs.append(exc)
             for item_id, source, desc in zip(ready, sources, descs):
-                if isinstance(desc, Exception):
-                    yield item_id, desc
-                elif not np.isfinite(desc).all():
-                    yield item_id, ValueError(f"the descriptor of {item_id} is not finite")
-                else:
-                    yield item_id, functools.partial(write_descriptor, item_id=item_id,
-                                                     source=source, descriptor=desc)
+                problem = desc if isinstance(desc, Exception) else unusable(item_id, desc, cfg)
+                yield item_id, problem or functools.partial(write_descriptor, item_id=item_id,
+                                                            source=source, descriptor=desc)
 
 
 def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig, *,
@@ -294,14 +302,16 @@ def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig, *,
             for part, sketch in zip(inp.parts, sketches):
                 for name, value in sketch.state().items():
                     f.create_dataset(f"{part}/{name}", data=value)
-        result = run_items(folder, ids, job, manifest=manifest, sources=sources,
-                           required=lambda f: "descriptor" in f,
-                           backend=ecfg.backend, workers=ecfg.workers, scheduler=ecfg.scheduler,
-                           progress=lambda n: tqdm(total=n, desc="descriptors", unit="video",
-                                                   disable=None))
-        write_view(folder, done_ids(folder, sources, lambda f: "descriptor" in f), sources,
-                   d=d, order=cfg.order, size=descriptor_size(d, cfg))
-    return result
+
+        def finish() -> None:       # the view before the manifest: a manifest means both are there
+            write_view(folder, done_ids(folder, sources, lambda f: "descriptor" in f), sources,
+                       d=d, order=cfg.order, size=descriptor_size(d, cfg))
+
+        return run_items(folder, ids, job, manifest=manifest, sources=sources,
+                         required=lambda f: "descriptor" in f, finish=finish,
+                         backend=ecfg.backend, workers=ecfg.workers, scheduler=ecfg.scheduler,
+                         progress=lambda n: tqdm(total=n, desc="descriptors", unit="video",
+                                                 disable=None))
 
 
 def view_current(folder: Path, sources: dict[str, str]) -> bool:

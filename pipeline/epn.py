@@ -269,8 +269,9 @@ def snap_tol(values, n_axes: int = 1, *, multiplicity=None, side: int | None = N
     return 8.0 * _eps(v) * math.sqrt(side) * _axes_sum(sq, n_axes) ** 0.5
 
 
-def _scale_sum(values, order, n_axes, multiplicity, side):
-    """sum |values| (HoT supplement); torch: subgradient 0 where the sign is rounding noise."""
+def _scale_sum(values, order, n_axes, multiplicity, side, unit):
+    """sum |values| (HoT supplement), whatever their unit; torch: subgradient 0 where the sign is
+    rounding noise."""
     a = _xp(values).abs(values)
     if isinstance(a, torch.Tensor):
         noise = a.detach() <= snap_tol(values, n_axes, multiplicity=multiplicity, side=side)
@@ -279,13 +280,13 @@ def _scale_sum(values, order, n_axes, multiplicity, side):
     return s + (s == 0)  # all-zero spectrum: scale 1, output 0
 
 
-def _scale_kappa(values, order, n_axes, multiplicity, side):
+def _scale_kappa(values, order, n_axes, multiplicity, side, unit):
     """kappa = (1/sqrt(r))^r, the largest value a unit vector reaches (HoT slides)."""
-    return (1.0 / math.sqrt(order)) ** order
+    return (1.0 / math.sqrt(order)) ** order * unit
 
 
-def _scale_none(values, order, n_axes, multiplicity, side):
-    return 1.0
+def _scale_none(values, order, n_axes, multiplicity, side, unit):
+    return unit
 
 
 SPECTRUM_NORMS: dict[str, Callable] = {"sum": _scale_sum, "kappa": _scale_kappa,
@@ -293,8 +294,12 @@ SPECTRUM_NORMS: dict[str, Callable] = {"sum": _scale_sum, "kappa": _scale_kappa,
 
 
 def spectrum_scale(values, spectrum_norm: str, order: int, n_axes: int = 1, *,
-                   multiplicity=None, side: int | None = None):
+                   multiplicity=None, side: int | None = None, unit=1.0):
     """The divisor of the spectrum: values (..., *core) -> (..., 1, ..., 1) (or a float).
+
+    unit: what one unit of values is worth, a float or broadcastable to the divisor (values of
+    windows scaled by c hold the spectrum times c^r, so unit = c^r): "sum" does not depend on
+    it, "kappa" and "none" divide it out.
 
     "sum": sum |values| over the last n_axes axes (weighted by multiplicity for packed values);
     for torch its gradient takes the subgradient 0 for entries below snap_tol, whose sign is
@@ -304,18 +309,19 @@ def spectrum_scale(values, spectrum_norm: str, order: int, n_axes: int = 1, *,
     if spectrum_norm not in SPECTRUM_NORMS:
         raise ValueError(f"spectrum_norm={spectrum_norm!r} is unknown; known: "
                          f"{', '.join(SPECTRUM_NORMS)}")
-    return SPECTRUM_NORMS[spectrum_norm](values, order, n_axes, multiplicity, side)
+    return SPECTRUM_NORMS[spectrum_norm](values, order, n_axes, multiplicity, side, unit)
 
 
 def apply_spectral(values, fn: SpectralFunction, spectrum_norm: str, order: int, n_axes: int = 1,
-                   *, multiplicity=None, side: int | None = None):
+                   *, multiplicity=None, side: int | None = None, unit=1.0):
     """g(values / scale) with the numerical-zero snap; values (..., *core), same shape out.
 
     multiplicity (n,) marks values as packed unique entries (..., n) of a symmetric tensor of
     side `side`: norms and sums then count every entry as often as it occurs in the full tensor.
+    unit: see spectrum_scale.
     """
     y = values / spectrum_scale(values, spectrum_norm, order, n_axes,
-                                multiplicity=multiplicity, side=side)
+                                multiplicity=multiplicity, side=side, unit=unit)
     return fn(y, snap_tol(y, n_axes, multiplicity=multiplicity, side=side))
 
 

@@ -23,7 +23,7 @@ def run_items(folder: Path, ids: list[str], job: Job, *, manifest: dict, sources
               required: Callable[[h5py.File], bool] = lambda f: True,
               progress: Callable[[int], Iterable] = lambda total: None,
               shard: tuple[int, int] = (1, 1), backend: str = "serial", workers: int = 0,
-              scheduler: str = "local") -> StageResult:
+              scheduler: str = "local", finish: Callable[[], None] = lambda: None) -> StageResult:
     """The resumable loop shared by all stages.
 
     `ids` are the items as the dataset lists them now, `sources` their source identities (id ->
@@ -35,7 +35,8 @@ def run_items(folder: Path, ids: list[str], job: Job, *, manifest: dict, sources
     item either done or failed. Items done with a warning (their attribute "warning", e.g. a video
     that decoded fewer frames than its container claims) are listed under "warnings". The
     temporary files of killed runs are swept (never a live writer's). progress(total) returns a
-    bar with update(n), or None.
+    bar with update(n), or None. finish() runs once every item is done or failed, just before
+    the manifest (e.g. to build a consolidated view): the manifest stays the last file written.
     """
     start, strict = time.time(), strict_frames(job)
 
@@ -80,6 +81,7 @@ def run_items(folder: Path, ids: list[str], job: Job, *, manifest: dict, sources
     warnings = {i: w for i, (ok, w) in state.items() if ok and w}
     done = len(ids) - len(failures) - len(missing)
     if not missing:
+        finish()
         write_json(folder / MANIFEST, {**manifest, "items": len(ids), "done": done,
                                        "failures": failures, "warnings": warnings,
                                        "sources": digest(sources), "files": file_stamps(folder, ids),

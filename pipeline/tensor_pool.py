@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from pipeline.epn import (SPECTRUM_NORMS, SpectralFunction, _core_apply_reconstruct, apply_spectral,
-                          epn_so_torch, epn_to_torch, make_epn, resolve_epn, stable_eigh)
+                          epn_so_torch, epn_to_torch, make_epn, resolve_epn, snap_tol, stable_eigh)
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,16 @@ __all__ = ["epn_phi_torch", "SpectralPowerNorm", "ORDERS", "n_unique", "descript
            "pack_weights", "frobenius_scale", "pool", "hot_descriptor", "hot_descriptors"]
 
 ORDERS = (2, 3)
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """x (N, d) with each row divided by its l2 norm, whatever its scale (rows of zeros stay
+    zero): each row is first scaled by a power of two (exact) to max |x| in [0.5, 1), so the
+    norm neither underflows nor overflows."""
+    _, e = np.frexp(np.abs(x).max(axis=1, keepdims=True))
+    y = np.ldexp(x, -e)
+    norm = np.linalg.norm(y, axis=1, keepdims=True)
+    return np.divide(y, norm, out=np.zeros_like(y), where=norm > 0)
 
 
 def _check_order(order: int) -> None:
@@ -328,49 +338,74 @@ def _reconstruct_pack_to(core_hat: np.ndarray, U: np.ndarray, block: int = _BLOC
 
 
 def _range_basis(psi: np.ndarray):
-    """(Q, Y): psi = Y Q^T with Q (..., d, k) orthonormal, Y (..., N, k), k = N, when N < d;
-    else (None, psi).
+    """(Q, Y): psi = Y Q^T to rounding, Q (..., d, k) orthonormal, Y (..., N, k), from the thin
+    SVD psi = W S V^T (Q = V, Y = W S) of windows scaled to max |phi| < 1 (hot_descriptors).
 
+    Rank-revealing for every N (ours): a singular value <= max(N, d) eps max(s_1, 1) (numpy's
+    matrix_rank tolerance, never below the rounding of centring such windows) counts as zero and
+    its column of Y is set to exact zeros; k is the largest numerical rank of the stack (>= 1).
     All of X lives in span(psi_n), so the EPN is solved in k dimensions and lifted back with Q;
-    the null space of X_(1) X_(1)^T (exact zeros, g(0) = 0) is never formed.
+    the null directions of X are exact zeros (g(0) = 0), never rounding noise that g would
+    inflate (Gamma: (1e-16)^0.1 = 0.03).
     """
     N, d = psi.shape[-2:]
-    if N >= d:
-        return None, psi
-    Q, R = np.linalg.qr(psi.mT)  # psi^T = Q R
-    return Q, np.ascontiguousarray(R.mT)
+    W, S, Vt = np.linalg.svd(psi, full_matrices=False)
+    kept = S > max(N, d) * np.finfo(psi.dtype).eps * np.maximum(S[..., :1], 1.0)
+    k = max(1, int(kept.sum(axis=-1).max()))
+    Y = W[..., :k] * np.where(kept, S, 0)[..., None, :k]
+    return np.ascontiguousarray(Vt[..., :k, :].mT), Y
 
 
-def _so_descriptors(psi, a, fn, spectrum_norm, out, scratch):
-    """SO EPN of X = Psi^T A Psi, psi (B, N, d), a (B, N) -> out (B, n_unique(d, 2))."""
+def _tied(mu: np.ndarray) -> np.ndarray:
+    """Whether the ascending eigenvalues mu (..., k) have a tie among the nonzero ones (above
+    snap_tol): neighbours within sqrt(eps) of the larger (as in epn.stable_eigh), where the
+    eigenvectors eigh returns are any basis of their joint eigenspace -> (...,) bool."""
+    lo, hi = mu[..., :-1], mu[..., 1:]
+    close = hi - lo <= math.sqrt(np.finfo(mu.dtype).eps) * hi
+    return (close & (lo > snap_tol(mu))).any(axis=-1)
+
+
+def _so_descriptors(psi, a, fn, spectrum_norm, unit, out, scratch):
+    """SO EPN of X = Psi^T A Psi, psi (B, N, d), a (B, N) -> out (B, n_unique(d, 2)); False:
+    a matrix function of X, it never depends on the eigenbasis."""
     Q, Y = _range_basis(psi)
     lam, V = np.linalg.eigh(Y.mT @ (a[..., :, None] * Y))
-    lam_hat = apply_spectral(lam, fn, spectrum_norm, order=2)
-    U = V if Q is None else Q @ V
+    lam_hat = apply_spectral(lam, fn, spectrum_norm, order=2, unit=unit)
+    U = Q @ V
     Xhat = (U * lam_hat[..., None, :]) @ U.mT
     out[...] = Xhat[(..., *pack_indices(psi.shape[-1], 2))]
+    return False
 
 
-def _to_descriptors(psi, a, fn, spectrum_norm, out, scratch):
-    """TO EPN of X = sum_n a_n psi_n^(x)3, psi (B, N, d), a (B, N) -> out (B, n_unique(d, 3))."""
+def _to_descriptors(psi, a, fn, spectrum_norm, unit, out, scratch):
+    """TO EPN of X = sum_n a_n psi_n^(x)3, psi (B, N, d), a (B, N) -> out (B, n_unique(d, 3));
+    returns (B,) bool: X_(1) X_(1)^T has tied nonzero eigenvalues (_tied), so the HOSVD core and
+    the result depend on the basis eigh picks in their eigenspace."""
     Q, Y = _range_basis(psi)
     batch, k = Y.shape[:-2], Y.shape[-1]
     G = Y @ Y.mT  # Gram matrix Psi Psi^T (N, N)
     C = a[..., :, None] * (G * G) * a[..., None, :]
-    _, V = np.linalg.eigh(Y.mT @ C @ Y)  # X_(1) X_(1)^T = Psi^T A (G o G) A Psi (METHOD.md)
+    mu, V = np.linalg.eigh(Y.mT @ C @ Y)  # X_(1) X_(1)^T = Psi^T A (G o G) A Psi (METHOD.md)
     Z = np.ascontiguousarray((Y @ V).mT)  # (B, k, N): Z[i, n] = u_i^T psi_n
     # core[i, j, l] = sum_n a_n Z[i, n] Z[j, n] Z[l, n] (METHOD.md: (1/N) sum_n (U^T phi_n)^(x)3),
     # formed for the pairs j <= l only: (pairs, k), then the unique i <= j <= l in pack order
     j, l = pack_indices(k, 2)
     core = (Z[..., j, :] * Z[..., l, :]) @ (a[..., :, None] * Z.mT)
     packed = np.take(core.reshape(*batch, -1), _pair_major_index(k), axis=-1)
+    weight = pack_weights(k, 3).astype(core.dtype)
+    # odd moments can cancel (two centred windows: psi_2 = -psi_1), leaving a core of rounding
+    # noise, ||core|| ~ eps sum_n a_n ||psi_n||^3, that the spectrum norm would blow up: zero it
+    terms = np.sum(a * np.linalg.norm(Y, axis=-1) ** 3, axis=-1, keepdims=True)
+    cancelled = np.sqrt(np.sum(weight * packed * packed, axis=-1, keepdims=True)) \
+        <= 8 * np.finfo(core.dtype).eps * math.sqrt(k) * terms
+    packed = np.where(cancelled, 0, packed)
     # g acts on the k(k+1)(k+2)/6 unique core entries only; norms count their multiplicities
-    packed_hat = apply_spectral(packed, fn, spectrum_norm, order=3, n_axes=1,
-                                multiplicity=pack_weights(k, 3).astype(core.dtype), side=k)
-    U = V if Q is None else Q @ V
+    packed_hat = apply_spectral(packed, fn, spectrum_norm, order=3, n_axes=1, unit=unit,
+                                multiplicity=weight, side=k)
     core_hat = np.take(packed_hat, _full_to_packed(k), axis=-1, mode="wrap",
                        out=scratch.array("core", (*batch, k, k, k), core.dtype))
-    _reconstruct_pack_to(core_hat, np.ascontiguousarray(U), out=out, scratch=scratch)
+    _reconstruct_pack_to(core_hat, np.ascontiguousarray(Q @ V), out=out, scratch=scratch)
+    return _tied(mu) & ~cancelled[..., 0]
 
 
 _DESCRIPTORS = {2: _so_descriptors, 3: _to_descriptors}
@@ -380,9 +415,9 @@ def descriptor_flops(N: int, d: int, order: int, block: int = _BLOCK) -> int:
     """Floating-point operations of hot_descriptor for phi (N, d) (2 per multiply-add).
 
     Counts the dense products as executed (block waste included) plus LAPACK's nominal costs,
-    k = min(N, d): the thin QR psi^T = Q R (only when N < d) is xGEQRF 2 d N^2 - 2/3 N^3 plus
-    xORGQR forming the thin Q, the same again (LAPACK Working Note 41); symmetric eigh with
-    vectors ~ 9 k^3 (Golub & Van Loan). Multiply-adds, with P = k(k+1)/2 pairs:
+    k = min(N, d) (the rank of phi; less for rank-deficient windows): the thin SVD of psi
+    (N, d) with both factors ~ 6 m k^2 + 20 k^3, m = max(N, d), and symmetric eigh with vectors
+    ~ 9 k^3 (Golub & Van Loan). Multiply-adds, with P = k(k+1)/2 pairs:
     SO: Y^T A Y N k^2, lift U = Q V d k^2, U diag(g) U^T d^2 k.
     TO: Gram Y Y^T N^2 k, Y^T C Y N^2 k + N k^2, Z = Y V N k^2, core pairs P x N x k, lift
     d k^2, reconstruction _reconstruct_flops (~ k^3 d + k^2 d^2 / 2 + k d^3 / 6).
@@ -390,14 +425,14 @@ def descriptor_flops(N: int, d: int, order: int, block: int = _BLOCK) -> int:
     """
     _check_order(order)
     k = min(N, d)
-    qr = 2 * (2 * d * N * N - 2 * N ** 3 / 3) if N < d else 0
-    lift = d * k * k if N < d else 0  # U = Q V
+    lapack = 6 * max(N, d) * k * k + 20 * k ** 3 + 9 * k ** 3  # SVD, eigh
+    lift = d * k * k  # U = Q V
     if order == 2:
-        return int(qr + 2 * (N * k * k + lift + d * d * k) + 9 * k ** 3)
+        return int(lapack + 2 * (N * k * k + lift + d * d * k))
     macs = 2 * N * N * k + 2 * N * k * k  # Gram, Y^T C Y (k x k), Z = Y V
     macs += N * k * k * (k + 1) // 2 + lift  # core (pairs j <= l), lift
     macs += _reconstruct_flops(d, k, block)
-    return int(qr + 2 * macs + 9 * k ** 3)
+    return int(lapack + 2 * macs)
 
 
 def _check_phi(phi) -> np.ndarray:
@@ -418,7 +453,7 @@ def hot_descriptor(phi, *, order: int, epn: str | SpectralFunction = "maxexp",
                    weights=None, center: bool = False) -> np.ndarray:
     """Packed EPN(X) of one video, X pooled from phi (N, d): (n_unique(d, order),), phi's dtype.
 
-    SO: eigh of X (in span(phi) when N < d). TO (HoT + METHOD.md "cheap algebra"): U from
+    SO: eigh of X, in span(phi) (_range_basis). TO (HoT + METHOD.md "cheap algebra"): U from
     X_(1) X_(1)^T = (1/N^2) Phi^T (G o G) Phi with weights folded in, core (1/N) sum_n
     (U^T phi_n)^(x)3, g on its unique entries, blocked reconstruction of the unique outputs
     (_reconstruct_pack_to); never d^4 work and never a d^3 tensor. Equal (to rounding) to
@@ -520,10 +555,15 @@ def hot_descriptors(phis: Sequence[np.ndarray], *, order: int,
     """hot_descriptor for each video: phis, a list of (N_b, d) -> (B, n_unique).
 
     N_b may differ between videos (eta='N' then differs too); d must not. weights: a list of
-    (N_b,) or None. Computed in float32 only if every phi is float32, else in float64.
+    (N_b,) or None. Computed in float32 only if every phi is float32, else in float64; each
+    video is first scaled by a power of two (exact) so that no power of phi leaves that range,
+    and the spectrum norm undoes it (spectrum_norm='sum' is scale-free).
     Consecutive videos with equal N are stacked into shared numpy calls, and stacks run on as
     many threads as BLAS has (_stacks, _run_all); rows equal lone hot_descriptor calls to
     rounding (BLAS sums in another order with another thread count).
+    Degenerate videos (ours) are named by their index: a warning for an all-zero descriptor
+    (nothing to pool) and for TO ties (_tied: the result depends on eigh's basis), a
+    ValueError for a descriptor that leaves the dtype's range.
     """
     _check_order(order)
     phis = [_check_phi(p) for p in phis]
@@ -545,19 +585,54 @@ def hot_descriptors(phis: Sequence[np.ndarray], *, order: int,
     n_windows = [p.shape[0] for p in phis]
     fns = {N: resolve_epn(epn, epn_params, n_windows=N) for N in set(n_windows)}
     out = np.empty((len(phis), n_unique(d, order)), dtype=dtype)
+    tied = np.zeros(len(phis), dtype=bool)
     threads = _blas_threads()
     stacks = _stacks(n_windows, d, out.itemsize, threads)
 
     def run(s: int) -> None:
         b0, b1 = stacks[s]
         phi = np.stack(phis[b0:b1]).astype(dtype, copy=False)
+        # each video times 2^-e, exactly, to max |phi| in [0.5, 1): the powers of phi up to the
+        # sixth (TO's Gram route) stay inside float32's range; `unit` undoes it (spectrum_scale)
+        _, e = np.frexp(np.abs(phi).max(axis=(-2, -1)))
+        phi = np.ldexp(phi, -e[:, None, None])
+        unit = np.ldexp(np.ones((b1 - b0, 1), dtype), -order * e[:, None])
         w = None if weights is None else np.stack(weights[b0:b1])
         psi, a = _prepare(phi, order, w, center)
         with _scratch() as scratch:
-            _DESCRIPTORS[order](psi, a, fns[n_windows[b0]], spectrum_norm, out[b0:b1], scratch)
+            tied[b0:b1] = _DESCRIPTORS[order](psi, a, fns[n_windows[b0]], spectrum_norm, unit,
+                                              out[b0:b1], scratch)
 
     _run_all(run, len(stacks), threads)
+    _check_descriptors(out, tied, order=order, center=center, spectrum_norm=spectrum_norm)
     return out
+
+
+def _check_descriptors(out: np.ndarray, tied: np.ndarray, *, order: int, center: bool,
+                       spectrum_norm: str) -> None:
+    """Raise for descriptors out (B, n) that left the range of out's dtype; warn for all-zero ones
+    and for TO ties (tied (B,)), naming the videos by their index in the batch."""
+    def which(mask: np.ndarray) -> str:
+        return f"videos {np.flatnonzero(mask).tolist()} of {len(mask)}"
+
+    finite = np.isfinite(out).all(axis=1)
+    if not finite.all():
+        raise ValueError(f"descriptors of {which(~finite)} are not finite: their values leave the "
+                         f"range of {out.dtype} (spectrum_norm={spectrum_norm!r} keeps the scale "
+                         f"of the windows); use float64 windows or spectrum_norm='sum'")
+    zero = ~out.any(axis=1)
+    if zero.any():
+        causes = ["all-zero windows or weights"]
+        if center:
+            causes.append("windows that center=True makes zero (a single window, identical ones)")
+        if order == 3:
+            causes.append("third moments that cancel (phi_2 = -phi_1)")
+        log.warning("descriptors of %s are all zero, their pooled tensor is zero: %s",
+                    which(zero), "; or ".join(causes))
+    if tied.any():
+        log.warning("TO EPN of %s depends on the eigenbasis: X_(1) X_(1)^T has tied nonzero "
+                    "eigenvalues, and the HOSVD core in their eigenspace depends on the basis eigh "
+                    "picks (the descriptor does not rotate with the windows)", which(tied))
 
 
 # --------------------------------------------------------------------------------------------

@@ -46,10 +46,9 @@ from stages import descriptors, evaluate, extract, idt, sweep, train  # noqa: E4
 VOLATILE = {"written", "versions", "files", "config", "upstream_config"}
 NESTED_VOLATILE = {"wall_time"}             # dropped at any depth (train's result.json per split)
 # The file a stage writes last in a folder: once it exists the folder is complete and a rerun
-# must leave every file under it untouched (a stage-2 folder is complete with its consolidated
-# view, written after its manifest; a trained split with its result.json)
-MARKERS = {"descriptors": "descriptors.h5"}
-DEFAULT_MARKERS = ("manifest.json", "results.json", "result.json")
+# must leave every file under it untouched (a stage-2 folder builds its consolidated view before
+# its manifest; a trained split is complete with its result.json)
+MARKERS = ("manifest.json", "results.json", "result.json")
 LEDGER = "ledger.sqlite"
 
 
@@ -155,15 +154,11 @@ def is_item(path: Path) -> bool:
     return "items" in path.parts or path.parent.name == "splits"
 
 
-def finished_files(cache: Path, outputs: list[Path]) -> list[Path]:
+def finished_files(outputs: list[Path]) -> list[Path]:
     """What a kill left finished: item files, and every file under a folder that holds the
-    file its stage writes last (MARKERS: a stage's manifest or view, an evaluation's or a sweep
+    file its stage writes last (MARKERS: a stage's manifest, an evaluation's or a sweep
     configuration's results.json, a trained split's result.json)."""
-    def marks(p: Path) -> bool:
-        top = p.relative_to(cache).parts[0]
-        return p.name == MARKERS[top] if top in MARKERS else p.name in DEFAULT_MARKERS
-
-    complete = {p.parent for p in outputs if marks(p)}
+    complete = {p.parent for p in outputs if p.name in MARKERS}
     return [p for p in outputs if is_item(p) or any(q in complete for q in p.parents)]
 
 
@@ -279,7 +274,7 @@ def trial(stage: Stage, cache: Path, reference: Reference, kill_at: int, log: Pa
     outputs = files_of(cache, stage)
     bad = [p for p in outputs if not readable(p)]
     stage.partial += len(bad)
-    finished = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in finished_files(cache, outputs)
+    finished = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in finished_files(outputs)
                 if p not in bad}
     stage.mid_run += 0 < sum(map(is_item, finished)) < sum(1 for k in reference.files if is_item(Path(k)))
     stage.swept += len(temporaries(cache))

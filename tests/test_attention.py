@@ -385,7 +385,7 @@ def test_position_classifiers_learn_and_map_positions(name, maps):
                                                           else (s.shape[0],))
     if name == "pyramid":
         A = maps_out[0].reshape(maps_out[0].shape[0], -1)
-        np.testing.assert_allclose(np.linalg.norm(A, axis=1), 1.0)
+        np.testing.assert_allclose(np.linalg.norm(A, axis=1), 1.0, rtol=1e-6)   # float32
 
 
 @pytest.mark.parametrize("name", ["ap", "pyramid", "self"])
@@ -399,3 +399,39 @@ def test_position_classifiers_deterministic_and_save_load(name, tmp_path):
     np.testing.assert_array_equal(loaded.decision_function(samples), a.decision_function(samples))
     for m1, m2 in zip(loaded.attention_map(samples[:3]), a.attention_map(samples[:3])):
         np.testing.assert_array_equal(m1, m2)
+
+
+def _last_layer(clf, rows: np.ndarray) -> np.ndarray:
+    """The trained classifier's last layer applied to transform()'s rows (float64)."""
+    m = clf.module_.double()
+    r = torch.as_tensor(rows)
+    with torch.no_grad():
+        if hasattr(m, "a"):                                  # AP: score_k = sum_p a_kp . pooled_p
+            K, P, f = m.a.shape
+            if m.b is None:                                  # pooled = mean(X) (B, f)
+                s = r @ m.a.sum(1).T
+            elif m.b.ndim == 2:                              # shared b: (B, P, f)
+                s = torch.einsum("kpf,bpf->bk", m.a, r.view(-1, P, f))
+            else:                                            # per-class b: (B, K, P, f)
+                s = torch.einsum("kpf,bkpf->bk", m.a, r.view(-1, K, P, f))
+            return (s + m.bias).numpy()
+        layer = getattr(m, "classifier", None) or m.fc
+        return layer(r).numpy()
+
+
+@pytest.mark.parametrize("name,params", [
+    ("hot", dict(order=2)), ("hot", dict(order=3)), ("none", dict(order=2)),
+    ("ap", dict(rank=2)), ("ap", dict(bottom_up=False)), ("ap", dict(per_class_bottom_up=True)),
+    ("pyramid", {}), ("self", dict(n_queries=2))])
+def test_transform_rows_are_what_the_last_layer_reads(name, params):
+    """transform() is the learned representation a new head is fitted on (make train head=svm):
+    the trained last layer applied to it gives decision_function exactly."""
+    if name in ("hot", "none"):
+        samples, y = _grouped(n_per_class=4)
+    else:
+        samples, y = _positions_problem(n=30)
+    clf = build_attention(name, dtype="float64", **params, **QUICK).fit(samples, y)
+    rows = clf.transform(samples)
+    assert rows.shape[0] == len(samples) and np.isfinite(rows).all()
+    np.testing.assert_allclose(_last_layer(clf, rows), clf.decision_function(samples),
+                               rtol=1e-9, atol=1e-9)

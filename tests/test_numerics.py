@@ -5,7 +5,6 @@ or a clear per-item error; never a silent NaN and never a silent all-zero descri
 
 Unit cases call tensor_pool.hot_descriptors against the dense pool -> epn_so / epn_to -> pack
 route; stage cases edit stage-1 items of the tiny dataset (resealed) and run compute_descriptors.
-Tests marked xfail(strict=True) state the behaviour wanted where the library falls short today.
 """
 from __future__ import annotations
 
@@ -30,25 +29,6 @@ from tests.conftest import TINY
 EPNS = tuple(EPN)                       # none, gamma, maxexp, asinhe, sigme, hdp
 ORDERS = (2, 3)
 D = 6
-
-ZERO_SILENT = ("all-zero input gives an all-zero descriptor with no warning and no error: "
-               "pipeline/tensor_pool.py hot_descriptors (and descriptors.first_order) should warn "
-               "or raise for a video whose centred windows are all zero")
-FLOAT32_LIMITS = ("float32 windows near float32's limits overflow (1e30: LinAlgError 'Eigenvalues "
-                  "did not converge') or underflow (1e-30: a silent all-zero descriptor) in the "
-                  "pooled tensor; hot_descriptors should rescale each video (exact for "
-                  "spectrum_norm='sum') or compute it in float64")
-TO_TIES = ("TO EPN with tied HOSVD eigenvalues depends on the eigenvector basis eigh happens to "
-           "return (the fast and dense routes disagree by O(1)) and nothing is logged: "
-           "tensor_pool._to_descriptors should warn when nonzero eigenvalues of X_(1) X_(1)^T tie")
-TO_RANK = ("TO with gamma on N >= d windows of rank 2 < d is off by ~3% (max 0.025 on entries "
-           "~0.2): the rounding noise of the core entries along the null directions lies above "
-           "snap_tol and x**0.1 inflates it; tensor_pool._range_basis should give a rank-revealing "
-           "basis (SVD or pivoted QR, singular values <= tol dropped) for every N, not only N < d")
-TINY_SILENT = ("stage-1 features near 1e-30 fall under descriptors.unit_rows' fixed 1e-12 floor, so "
-               "windows are not normalised: the descriptor changes (order 1: its norm is ~1e-18, "
-               "next to zero) with no warning; unit_rows should divide by any norm > 0")
-
 
 def unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -108,11 +88,9 @@ def finite_or_clear_error(phi: np.ndarray, order: int, epn: str, caplog, *, cent
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("shape", [(8, 2), (12, 2), (8, 4), (3, 3)],
                          ids=["N8-rank2", "N12-rank2", "N8-rank4", "N3-under-d"])
-def test_rank_deficient_windows_match_the_exact_descriptor(order, epn, shape, caplog, request):
+def test_rank_deficient_windows_match_the_exact_descriptor(order, epn, shape, caplog):
     """Rank-deficient (N, d = 6) window matrices, N >= d, and N = 3 < d windows (the
     range-basis route)."""
-    if (order, epn, shape) == (3, "gamma", (8, 2)):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=TO_RANK))
     n, rank = shape
     rng = np.random.default_rng(1)
     phi = unit(rng.standard_normal((n, rank)) @ rng.standard_normal((rank, D)))
@@ -144,7 +122,6 @@ def test_identical_windows(order, epn, caplog):
 @pytest.mark.parametrize("epn", EPNS)
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("case", ["zeros", "centred single window", "centred identical windows"])
-@pytest.mark.xfail(strict=True, reason=ZERO_SILENT)
 def test_all_zero_pooled_input_warns_or_fails(order, epn, case, caplog):
     """Nothing to pool: zero windows, or windows that centring makes zero."""
     phi, center = {"zeros": (np.zeros((5, D)), False),
@@ -184,7 +161,6 @@ def test_identical_eigenvalues_so(case, epn, caplog):
                                atol=1e-9 * np.abs(out).max())
 
 
-@pytest.mark.xfail(strict=True, reason=TO_TIES)
 @pytest.mark.parametrize("epn", EPNS)
 @pytest.mark.parametrize("case", TIED)
 def test_identical_eigenvalues_to_rotate_with_the_windows_or_warn(case, epn, caplog):
@@ -211,7 +187,6 @@ def test_float64_values_near_float_limits_give_the_unscaled_descriptor(order, ep
     np.testing.assert_allclose(out, want, atol=1e-9 * np.abs(want).max())
 
 
-@pytest.mark.xfail(strict=True, reason=FLOAT32_LIMITS)
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("epn", EPNS)
@@ -370,10 +345,7 @@ def test_stage2_other_videos_of_the_batch_are_untouched(faulty_run):
         np.testing.assert_allclose(faulty[1][item_id], clean[1][item_id], rtol=1e-5, atol=1e-6)
 
 
-def test_stage2_all_zero_features_warn_or_fail(faulty_run, request):
-    request.applymarker(pytest.mark.xfail(strict=True, reason=(
-        "pipeline/descriptors.py DescriptorJob stores the all-zero descriptor of all-zero "
-        "features (unit_rows keeps zero rows zero) with no warning and no failure")))
+def test_stage2_all_zero_features_warn_or_fail(faulty_run):
     config, clean, faulty, edited = faulty_run
     check_item(edited["zeros"], faulty, degenerate=True)
 
@@ -387,13 +359,11 @@ def test_stage2_rank_deficient_features_give_a_finite_nonzero_descriptor(faulty_
 
 
 @pytest.mark.parametrize("fault", ["1e30", "1e-30"])
-def test_stage2_values_near_float_limits_give_the_unscaled_descriptor(faulty_run, fault, request):
+def test_stage2_values_near_float_limits_give_the_unscaled_descriptor(faulty_run, fault):
     """Windows are l2-normalised (HoT), so a video's features times 2^100 or 2^-100 (exact
     scalings) give its own descriptor, or a failure / a warning; never a changed descriptor
     without a word."""
     config, clean, faulty, edited = faulty_run
-    if fault == "1e-30":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=TINY_SILENT))
     item_id = edited[fault]
     desc = check_item(item_id, faulty, degenerate=False)
     if desc is not None and item_id not in faulty[0].warnings:
@@ -412,10 +382,6 @@ def test_stage2_a_single_window_per_video(stage1, config):
         assert desc is not None and np.linalg.norm(desc) > 1e-3
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "center=True with one window per video pools psi = phi - mean(phi) = 0: every descriptor is "
-    "all zero, stored with no warning (pipeline/tensor_pool.py hot_descriptors; "
-    "pipeline/descriptors.py DescriptorJob)"))
 @pytest.mark.parametrize("config", CONFIGS[2:], ids=config_id)
 def test_stage2_a_centred_single_window_warns_or_fails(stage1, config):
     ecfg, ids, _ = stage1["single"]

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import tests.fakes  # noqa: F401 - registers fake_counting
-from pipeline import cache, features, video
+from pipeline import cache, features, runner, video
 from pipeline import evaluate as evaluate_module
 from pipeline import train as train_module
 from pipeline.cache import (HOST, StageError, done_ids, h5_valid, item_path, seal, stage_lock,
@@ -30,7 +30,7 @@ from pipeline.runner import run_items
 from pipeline.config import (DescriptorConfig, EvaluateConfig, ExtractConfig, TrainConfig,
                              parse_overrides)
 from pipeline.datasets.synthetic import write_video
-from pipeline.descriptors import compute_descriptors, load_view
+from pipeline.descriptors import compute_descriptors, descriptors_dir, load_view
 from pipeline.evaluate import evaluate, ledger_of
 from pipeline.features import extract_features, features_dir, load_dataset
 from pipeline.flow_cache import FlowCache
@@ -213,6 +213,30 @@ def test_tampered_items_are_detected_never_used_and_redone(tiny_args):
         f["descriptor"][0] = np.inf
     again = compute_descriptors(e, d)
     assert again.computed == 1 and np.array_equal(load_view(descriptors)[1], before)
+
+
+def test_stage2_builds_its_view_before_its_manifest(tiny_args, monkeypatch):
+    """A kill as the manifest is written leaves the view already there: a manifest never claims
+    a folder whose view is missing, and the rerun writes the manifest and nothing else."""
+    e, d = parse_overrides(tiny_args + ["sketch_dim=4"], ExtractConfig, DescriptorConfig)
+    assert extract_features(e).ok
+    write_json = runner.write_json
+
+    def killed_at_the_manifest(path: Path, data) -> None:
+        if path.name == cache.MANIFEST:
+            raise RuntimeError("killed")
+        write_json(path, data)
+
+    monkeypatch.setattr(runner, "write_json", killed_at_the_manifest)
+    with pytest.raises(RuntimeError, match="killed"):
+        compute_descriptors(e, d)
+    monkeypatch.undo()
+    folder, _ = descriptors_dir(e, d)
+    assert not (folder / cache.MANIFEST).exists()
+    ids, view, _ = load_view(folder)
+    rerun = compute_descriptors(e, d)
+    assert rerun.ok and rerun.computed == 0 and (folder / cache.MANIFEST).is_file()
+    assert load_view(folder)[0] == ids and np.array_equal(load_view(folder)[1], view)
 
 
 # ---------------------------------------------------------------- temporary files

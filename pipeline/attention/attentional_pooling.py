@@ -52,6 +52,17 @@ class AttentionalPooling(nn.Module):
             return torch.einsum("bnf,pf->bpn", X, self.b) * mask[:, None, :]
         return torch.einsum("bnf,kpf->bkpn", X, self.b) * mask[:, None, None, :]
 
+    def pooled(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The class-independent part of the score, (B, P f) (or (B, K P f) with per-class b;
+        (B, f) without bottom-up): s X^T (X b_p) per rank, the features the bottom-up map
+        attends to, so that score_k = sum_p a_kp . pooled_p + c_k."""
+        bu = self.bottom_up(X, mask)
+        bu = bu[:, :, 0] if self.b is None else bu               # ones: (B, 1, n)
+        pooled = torch.einsum("b...n,bnf->b...f", bu, X)
+        if self.mean_over_positions:
+            pooled = pooled / mask.sum(dim=1).to(X.dtype).view(-1, *[1] * (pooled.ndim - 1))
+        return pooled.flatten(1)
+
     def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         td = self.top_down(X)
         bu = self.bottom_up(X, mask)
@@ -100,6 +111,9 @@ class AttentionalPoolingClassifier(PositionClassifierBase):
     def _forward(self, module, batch):
         X, mask = batch
         return module(X, mask), None
+
+    def _features(self, module, batch):
+        return module.pooled(*batch)
 
     def _attention(self, module, X, mask, kind: str = "bottom_up"):
         if kind == "top_down":

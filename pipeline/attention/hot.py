@@ -19,7 +19,8 @@ from torch.nn import functional as F
 from pipeline.epn import (SPECTRUM_NORMS, SpectralFunction, _core_apply_reconstruct, epn_so_torch,
                           make_epn, stable_eigh)
 from pipeline.heads.base import SampleData, TorchClassifierBase, resolve_device, torch_dtype
-from pipeline.tensor_pool import ORDERS, frobenius_scale, n_unique, pack, pack_weights, unpack
+from pipeline.tensor_pool import (ORDERS, frobenius_scale, n_unique, pack, pack_weights, unit_rows,
+                                  unpack)
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +113,6 @@ class _VideoCache:
     H: torch.Tensor | None = None
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def build_cache(phi: np.ndarray, groups: np.ndarray, order: int, *, center: bool = False,
                 normalize: bool = True, device="cpu", dtype=torch.float64) -> _VideoCache:
     """The cache of one video: phi (N, d) window features, groups (N,) group index per window.
@@ -128,7 +125,7 @@ def build_cache(phi: np.ndarray, groups: np.ndarray, order: int, *, center: bool
     groups = np.asarray(groups)
     N, d = phi.shape
     if normalize:
-        phi = _unit_rows(phi)
+        phi = unit_rows(phi)
     psi = phi - phi.mean(axis=0, keepdims=True) if center else phi
     present, gpos = np.unique(groups, return_inverse=True)
     means = np.stack([phi[gpos == i].mean(axis=0) for i in range(len(present))])
@@ -162,17 +159,26 @@ def stack_caches(caches: Sequence[_VideoCache]) -> _VideoCache:
                        stack("blocks"), stack("Y"), stack("H"))
 
 
+def _so_range(cache: _VideoCache, w: torch.Tensor, fn: SpectralFunction,
+              spectrum_norm: str) -> torch.Tensor:
+    """SO EPN(X) in the video's range basis (..., k, k): E = Q (this) Q^T, same Frobenius norm."""
+    fn = fn.resolve(cache.n) if fn.needs_n_windows else fn
+    B = torch.einsum("...g,...gij->...ij", w ** 2 / cache.n, cache.blocks)
+    return epn_so_torch(B, fn, spectrum_norm)
+
+
+def _lift(cache: _VideoCache, E: torch.Tensor) -> torch.Tensor:
+    return E if cache.Q is None else cache.Q @ E @ cache.Q.mT
+
+
 def hot_descriptor_torch(cache: _VideoCache, w: torch.Tensor, order: int, fn: SpectralFunction,
                          spectrum_norm: str = "sum") -> torch.Tensor:
     """EPN(X) of one video from its cache and group weights w (G_v,) >= 0 (one per present
     group), differentiable in w: (d, d) for SO, (d, d, d) for TO. fn is resolved here with N.
     Batched alike: cache = stack_caches(caches) and w (B, G) give (B, d, d[, d])."""
-    fn = fn.resolve(cache.n) if fn.needs_n_windows else fn
     if order == 2:
-        a = w ** 2 / cache.n
-        B = torch.einsum("...g,...gij->...ij", a, cache.blocks)
-        E = epn_so_torch(B, fn, spectrum_norm)
-        return E if cache.Q is None else cache.Q @ E @ cache.Q.mT
+        return _lift(cache, _so_range(cache, w, fn, spectrum_norm))
+    fn = fn.resolve(cache.n) if fn.needs_n_windows else fn
     a = torch.gather(w ** 3 / cache.n, -1, cache.gpos)  # (..., N): a_n = w_{g(n)}^3 / N
     aY = a.unsqueeze(-1) * cache.Y
     _, V = stable_eigh(aY.mT @ cache.H @ aY)  # X_(1) X_(1)^T in the range basis, descending
@@ -209,16 +215,21 @@ class HoTModule(nn.Module):
         w = self.attention(torch.cat([c.means for c in caches]), lengths)
         return list(torch.split(w, lengths))
 
-    def _epn_batches(self, caches: Sequence[_VideoCache]):
-        """(positions in caches, EPN tensors (b, d, d[, d])) for each set of same-shaped videos."""
+    def _same_shaped(self, caches: Sequence[_VideoCache]):
+        """(positions in caches, their stacked cache, group weights (b, G)) for each set of
+        same-shaped videos (equal N and number of present groups)."""
         same: dict[tuple[int, int], list[int]] = {}
         for i, c in enumerate(caches):
             same.setdefault((c.n, len(c.present)), []).append(i)
         weights = self.group_weights(caches)
         for pos in same.values():
-            w = torch.stack([weights[i] for i in pos])
-            yield pos, hot_descriptor_torch(stack_caches([caches[i] for i in pos]), w, self.order,
-                                            self.fn, self.spectrum_norm)
+            yield (pos, stack_caches([caches[i] for i in pos]),
+                   torch.stack([weights[i] for i in pos]))
+
+    def _epn_batches(self, caches: Sequence[_VideoCache]):
+        """(positions in caches, EPN tensors (b, d, d[, d])) for each set of same-shaped videos."""
+        for pos, cache, w in self._same_shaped(caches):
+            yield pos, hot_descriptor_torch(cache, w, self.order, self.fn, self.spectrum_norm)
 
     @staticmethod
     def _in_order(parts: list[tuple[list[int], torch.Tensor]]) -> torch.Tensor:
@@ -250,11 +261,12 @@ class HoTModule(nn.Module):
         W = self.classifier.weight
         sqrt_p = torch.as_tensor(np.sqrt(pack_weights(self.d, 2)), dtype=W.dtype, device=W.device)
         U = (W / sqrt_p).index_select(1, self._unpack_index)
+        # ||E||_F is taken in the range basis (Q orthonormal): a (k, k) norm, not a (d, d) one.
         parts = []
-        for pos, E in self._epn_batches(caches):
-            flat = E.flatten(1)
-            norm = flat.norm(dim=1, keepdim=True).clamp_min(1e-12)  # as F.normalize's eps
-            parts.append((pos, flat @ U.mT / norm))
+        for pos, cache, w in self._same_shaped(caches):
+            Ek = _so_range(cache, w, self.fn, self.spectrum_norm)
+            norm = Ek.flatten(1).norm(dim=1, keepdim=True).clamp_min(1e-12)  # F.normalize's eps
+            parts.append((pos, F.linear(_lift(cache, Ek).flatten(1), U) / norm))
         return self._in_order(parts) + self.classifier.bias
 
 
@@ -387,16 +399,10 @@ class HoTAttentionClassifier(TorchClassifierBase):
                 out[i, cache.present.cpu().numpy()] = w.double().cpu().numpy()
         return out
 
-    def transform(self, videos) -> np.ndarray:
-        """The learned descriptors (n, n_unique(d, order)): unit rows, Frobenius-scaled packed
-        EPN tensors pooled with the learned weights (e.g. for an SVM head)."""
-        check_is_fitted(self, "module_")
-        data = self._make_data(videos)
-        out = []
-        with torch.no_grad():
-            for _, batch in data.batches(np.arange(len(data)), int(self.batch_size)):
-                out.append(self.module_.descriptors(batch).double().cpu().numpy())
-        return np.concatenate(out)
+    def _features(self, module, batch):
+        """The learned descriptors: unit rows, Frobenius-scaled packed EPN tensors pooled with
+        the learned weights (n_unique(d, order) wide), what an SVM head reads in stage 2."""
+        return module.descriptors(batch)
 
     def weigher(self) -> "GroupWeigher":
         """The learned group weights as stage 2's Weigher hook (descriptors.compute_descriptors(
@@ -472,7 +478,7 @@ class GroupWeigher:
         if self.nonneg == "none":
             return np.ones(len(groups))
         phi = np.asarray(phi, dtype=np.float64)
-        phi = _unit_rows(phi) if self.normalize else phi
+        phi = unit_rows(phi) if self.normalize else phi
         present, gpos = np.unique(np.array([index[g] for g in groups]), return_inverse=True)
         means = np.stack([phi[gpos == i].mean(axis=0) for i in range(len(present))])
         net = GroupAttention(phi.shape[1], self.hidden, self.nonneg).double()

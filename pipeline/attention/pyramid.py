@@ -73,8 +73,11 @@ class PyramidAttention(nn.Module):
 
     def forward(self, layers: Sequence[torch.Tensor], mask: torch.Tensor):
         A, Ys = self.attention(layers, mask)
-        M = A @ layers[-1]
-        return self.fc(M.flatten(1)), A, Ys
+        return self.fc((A @ layers[-1]).flatten(1)), A, Ys
+
+    def pooled(self, layers: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """vec(M) = vec(A X_top) (B, d D_top), what the linear layer reads."""
+        return (self.attention(layers, mask)[0] @ layers[-1]).flatten(1)
 
 
 def pyramid_positions(sample) -> tuple[list[np.ndarray], tuple[int, ...]]:
@@ -178,6 +181,9 @@ class PyramidAttentionClassifier(PositionClassifierBase):
         extra = (self.beta * interaction_loss(A, layers[-1])
                  + self.gamma * attention_loss(A, Ys, mask)).mean()
         return logits, extra
+
+    def _features(self, module, batch):
+        return module.pooled(*batch)
 
     def attention_map(self, samples, **kwargs) -> list[np.ndarray]:
         """Per sample A (n_maps, *positions), rows of unit l2 norm."""

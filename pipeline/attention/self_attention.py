@@ -34,9 +34,12 @@ class SelfAttentionPooling(nn.Module):
         s = torch.einsum("md,bnd->bmn", self.query, self.key(X)) / math.sqrt(self.query.shape[1])
         return masked_softmax(s, mask[:, None, :])
 
+    def pooled(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, m d_v): the attended values of the m queries, concatenated."""
+        return (self.attention(X, mask) @ self.value(X)).flatten(1)
+
     def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        pooled = self.attention(X, mask) @ self.value(X)  # (B, m, d_v)
-        return self.fc(pooled.flatten(1))
+        return self.fc(self.pooled(X, mask))
 
 
 class SelfAttentionClassifier(PositionClassifierBase):
@@ -76,3 +79,6 @@ class SelfAttentionClassifier(PositionClassifierBase):
 
     def _attention(self, module, X, mask, **kwargs):
         return module.attention(X, mask)
+
+    def _features(self, module, batch):
+        return module.pooled(*batch)

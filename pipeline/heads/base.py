@@ -175,6 +175,15 @@ class TrainResult:
     history: list[dict]
 
 
+def make_optimizer(params: Sequence[torch.Tensor], *, lr: float,
+                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """The Adam every trained head uses: the fused kernel (one pass over all parameters; about
+    3x faster steps than the per-tensor loop on CPU) where torch has it for these tensors."""
+    params = list(params)
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def train_early_stopping(module: nn.Module, epoch_losses: Callable[[int], Iterable[torch.Tensor]],
                          validate: Callable[[], float] | None, *, lr: float, weight_decay: float,
                          max_epochs: int, patience: int) -> TrainResult:
@@ -185,7 +194,7 @@ def train_early_stopping(module: nn.Module, epoch_losses: Callable[[int], Iterab
     validation part (validate None) it runs max_epochs and keeps the last state.
     """
     params = [p for p in module.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    opt = make_optimizer(params, lr=lr, weight_decay=weight_decay)
     best_val, best_epoch, best_state, history = float("inf"), 0, None, []
     for epoch in range(1, max_epochs + 1):
         module.train()
@@ -312,6 +321,11 @@ class TorchClassifierBase(ClassifierMixin, BaseEstimator):
     def _set_meta(self, meta: dict) -> None:
         pass
 
+    def _features(self, module: nn.Module, batch) -> torch.Tensor:
+        """The learned representation of a batch (b, D) that the module's last linear layer
+        reads (for transform); classifiers that pool define it."""
+        raise NotImplementedError(f"{type(self).__name__} has no learned representation")
+
     # ---- training -----------------------------------------------------------------------
     def _check_common(self) -> None:
         for name in ("lr", "batch_size", "max_epochs", "patience"):
@@ -376,6 +390,19 @@ class TorchClassifierBase(ClassifierMixin, BaseEstimator):
                 logits, _ = self._forward(self.module_, batch)
                 out[pos] = logits.double().cpu().numpy()
         return out
+
+    def transform(self, X) -> np.ndarray:
+        """(n, D) float64: each sample's learned representation, the input of the trained last
+        linear layer (a new head can be fitted on it)."""
+        check_is_fitted(self, "module_")
+        data = self._make_data(X)
+        parts = {}
+        self.module_.eval()
+        with torch.no_grad():
+            for pos, batch in data.batches(np.arange(len(data)), int(self.batch_size)):
+                for p, row in zip(pos, self._features(self.module_, batch).double().cpu().numpy()):
+                    parts[int(p)] = row
+        return np.stack([parts[i] for i in range(len(data))])
 
     def decision_function(self, X) -> np.ndarray:
         """Class scores (n, n_classes) (logits), columns in classes_ order."""
