@@ -13,13 +13,14 @@ from typing import Callable
 import h5py
 import numpy as np
 
-from pipeline.attention import build_attention
+from pipeline.attention import build_attention, load_attention
 from pipeline.cache import (StageError, atomic_path, digest, library_versions, stage_dir,
                             stage_key, stage_lock, write_json)
 from pipeline.config import (DescriptorConfig, EvaluateConfig, ExtractConfig, TrainConfig,
                              key_params)
 from pipeline.datasets import TEST, TRAIN
-from pipeline.evaluate import PROTOCOLS, label_matrix, ledger_of, method_name, summarise
+from pipeline.evaluate import (PROTOCOLS, Gram, gram_matrix, label_matrix, ledger_of, method_name,
+                               score_split, summarise)
 from pipeline.metrics import METRICS
 from pipeline.report import paper_table
 from pipeline.sketched import compute_sketched, load_sketched, sketched_ids
@@ -66,19 +67,62 @@ def samples(attention: str, videos: list[tuple[np.ndarray, np.ndarray]]) -> list
 
 def learned_method_name(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
                         tcfg: TrainConfig, clf) -> str:
-    """The paper-style row name: "SO+MaxExp+Att", "TO+MaxExp+Att", "SO+MaxExp [softmax]"
-    (no attention), "AP (rank-1)", "STPA (product)", "self-attention (1 query)";
+    """The paper-style row name: "SO+MaxExp+Att", "TO+MaxExp+Att", "SO+MaxExp (uniform)" (no
+    attention), "AP (rank-1)", "STPA (product)", "self-attention (1 query)", then the head as
+    in evaluate's rows (none for the SVM, else e.g. " [linear]": the end-to-end softmax);
     EvaluateConfig.name overrides it."""
     if vcfg.name:
         return vcfg.name
     p = clf.get_params()
+    head = "" if vcfg.head == "svm" else f" [{vcfg.head}]"
     names = {"hot": lambda: method_name(ecfg, dcfg) + "+Att",
-             "none": lambda: method_name(ecfg, dcfg) + " [softmax]",
+             "none": lambda: method_name(ecfg, dcfg) + " (uniform)",
              "ap": lambda: f"AP (rank-{p['rank']})",
              "pyramid": lambda: f"STPA ({p['fusion']})",
              "self": lambda: f"self-attention ({p['n_queries']} "
                              f"quer{'y' if p['n_queries'] == 1 else 'ies'})"}
-    return names[tcfg.attention]()
+    return names[tcfg.attention]() + head
+
+
+def head_tag(vcfg: EvaluateConfig) -> str:
+    """Which head a training run scores: "linear" is the softmax layer trained end to end with
+    the pooling; any other head (svm, logreg, mlp) is fitted afterwards on the learned
+    representation of the split's training part, tagged by its settings ("svm-<12 hex>")."""
+    if vcfg.idt != "off":
+        raise ValueError(f"idt={vcfg.idt!r} fuses IDT with stage 2's descriptors: use `make "
+                         f"evaluate`; `make train` takes idt=off")
+    return "linear" if vcfg.head == "linear" else f"{vcfg.head}-{digest(key_params(vcfg))[:12]}"
+
+
+def results_stem(tag: str) -> str:
+    """The name (without .json / .md) of a training folder's results for head tag `tag`."""
+    return "results" if tag == "linear" else f"results-{tag}"
+
+
+def learned_rows(clf, attention: str, videos: list, *, chunk: int = 64) -> np.ndarray:
+    """(n, D) float32: clf.transform of the videos, computed `chunk` videos at a time."""
+    out = None
+    for c0 in range(0, len(videos), chunk):
+        rows = clf.transform(samples(attention, videos[c0:c0 + chunk]))
+        if out is None:
+            out = np.empty((len(videos), rows.shape[1]), dtype=np.float32)
+        out[c0:c0 + len(rows)] = rows
+    return out
+
+
+def score_head(model: Path, vcfg: EvaluateConfig, attention: str, *, split: dict[str, str],
+               ids: list[str], videos: list, y: np.ndarray, metric: str,
+               classes: tuple[str, ...]) -> dict:
+    """The head vcfg.head fitted on the trained model's learned representation (transform) of the
+    split's training videos and scored on its test videos, as evaluate scores descriptors: on the
+    Gram matrix of the l2-normalised rows, C by cross-validation on the training part only."""
+    start = time.perf_counter()
+    pos = [p for p, i in enumerate(ids) if split.get(i) in (TRAIN, TEST)]
+    rows = learned_rows(load_attention(model), attention, [videos[p] for p in pos])
+    K = gram_matrix(rows, d=rows.shape[1], order=1)          # cosine: l2-normalised rows
+    result = score_split(Gram(K), y[pos], split, [ids[p] for p in pos], metric=metric, cfg=vcfg,
+                         classes=classes)
+    return {**result, "wall_time": time.perf_counter() - start}
 
 
 def window_attention(clf, attention: str, videos: list) -> list[np.ndarray]:
@@ -129,7 +173,9 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
     test part by the dataset's metric. Keyed by the training settings, the pooling settings, the
     content of the splits and the sketched items; a no-op when complete. Each split writes
     <split>/ (the model: params.json + state.pt, config.json, weights.h5, result.json) and one
-    ledger record; results.json and results.md (paper_table) come last.
+    ledger record; results.json and results.md (paper_table) come last. vcfg.head other than
+    "linear" is then fitted on each split's learned representation (score_head; <split>/heads/
+    <tag>.json, results-<tag>.json/.md): the trained models are reused by every head.
     """
     if ecfg.shard != "1/1":
         raise ValueError(f"shard={ecfg.shard}: training uses every video; run it without shard=")
@@ -141,6 +187,7 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
     sources = {i: inp.sources[i] for i in ids}
     splits = dataset.splits()
     clf = build_classifier(ecfg, dcfg, tcfg)          # validates the combination up front
+    tag = head_tag(vcfg)
     params = {**key_params(tcfg), **(pooling_params(dcfg) if tcfg.attention in GROUP_INPUT else {}),
               "splits": digest(splits), "items": digest(sources)}
     if tcfg.attention != "hot":
@@ -151,9 +198,13 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
     folder = stage_dir(ecfg.cache_root, STAGE, dataset.identity,
                        f"{tcfg.attention}{pooling}-{upstream.name}", key)
     method = learned_method_name(ecfg, dcfg, vcfg, tcfg, clf)
-    if (folder / "results.json").is_file():
+    # the models are keyed without the head: a new head reuses them (one row key per head)
+    row_key = key if tag == "linear" else stage_key(STAGE, STAGE_VERSION, {
+        **params, "head": key_params(vcfg)}, upstream=[upstream.name])
+    stem = results_stem(tag)
+    if (folder / f"{stem}.json").is_file():
         log.info("training already complete (no stage-1, sketching or training work): %s", folder)
-        return folder, json.loads((folder / "results.json").read_text())
+        return folder, json.loads((folder / f"{stem}.json").read_text())
     log.info("training %s on %s: stage 1 read from the cache, no forward pass (%s); sketched "
              "windows from %s", method, dataset.identity, inp.folder, upstream)
     videos, group_names = load_sketched(upstream, ids)
@@ -178,32 +229,40 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
                               method=method, metric=dataset.metric, classes=dataset.classes,
                               model_config=model_config)
                 write_json(out / RESULT_FILE, r)  # the split's file first, then its one record
-            r = json.loads((out / RESULT_FILE).read_text())
-            if not ledger.records(config_key=key, split=name):  # a kill between the two: add it
+            path = out / RESULT_FILE if tag == "linear" else out / "heads" / f"{tag}.json"
+            if not path.is_file():
+                log.info("%s: %s on the learned representation of the trained model (%s)",
+                         name, vcfg.head, out)
+                write_json(path, score_head(out, vcfg, tcfg.attention, split=split, ids=ids,
+                                            videos=videos, y=y, metric=dataset.metric,
+                                            classes=dataset.classes))
+            r = json.loads(path.read_text())
+            if not ledger.records(config_key=row_key, split=name):  # a kill between: add it
                 ledger.append({"dataset": dataset.identity, "protocol": protocol, "split": name,
                                "method": method, "metric": dataset.metric, "score": r["score"],
-                               "config_key": key, "n_train": r["n_train"], "n_test": r["n_test"],
+                               "config_key": row_key, "n_train": r["n_train"],
+                               "n_test": r["n_test"],
                                "n_missing_train": r["missing_train"],
                                "n_missing_test": r["missing_test"], "config": config,
                                "cache": cache, "per_class": r["per_class"],
                                "confusion": r["confusion"], "classes": list(dataset.classes),
                                "predictions": r["predictions"], "chosen": r["chosen"],
                                "wall_time": r["wall_time"], "versions": library_versions()})
-            per_split[name] = json.loads((out / RESULT_FILE).read_text())
+            per_split[name] = r
             log.info("%s: %s = %.4f (model in %s)", name, dataset.metric,
                      per_split[name]["score"], out)
         scores = {name: r["score"] for name, r in per_split.items()}
         scores["mean"] = float(np.mean(list(scores.values())))
-        records = ledger.records(config_key=key)
-        with atomic_path(folder / "results.md") as tmp:
+        records = ledger.records(config_key=row_key)
+        with atomic_path(folder / f"{stem}.md") as tmp:
             tmp.write_text(paper_table(records) if records else "")
         results = {"dataset": dataset.identity, "metric": dataset.metric, "method": method,
-                   "scores": scores, "config": config, "config_key": key,
+                   "scores": scores, "config": config, "config_key": row_key, "head": tag,
                    "splits": {n: {k: v for k, v in r.items() if k != "predictions"}
                               for n, r in per_split.items()},
                    "models": {n: str(folder / n) for n in per_split}, **cache}
-        write_json(folder / "results.json", results)
-    return folder, json.loads((folder / "results.json").read_text())
+        write_json(folder / f"{stem}.json", results)
+    return folder, json.loads((folder / f"{stem}.json").read_text())
 
 
 def fit_split(out: Path, *, clf, tcfg: TrainConfig, split: dict[str, str], ids: list[str],

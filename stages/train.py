@@ -1,13 +1,14 @@
 """Learned stage 2 from the command line: `python -m stages.train` with the settings of the
-stages before it plus attention=none|hot|ap|pyramid|self and the training keys; prints the
-results table."""
+stages before it plus attention=none|hot|ap|pyramid|self, head=svm|logreg|linear|mlp (linear: the
+end-to-end softmax; the others are fitted on the learned representation) and the training keys;
+prints the results table."""
 from __future__ import annotations
 
 import logging
 import sys
 
 from pipeline.config import DescriptorConfig, EvaluateConfig, ExtractConfig, TrainConfig
-from pipeline.train import train
+from pipeline.train import results_stem, train
 from stages.common import EXIT_OK, run
 
 log = logging.getLogger("stages")
@@ -16,8 +17,9 @@ log = logging.getLogger("stages")
 def _body(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig, icfg,
           tcfg: TrainConfig) -> int:
     folder, results = train(ecfg, dcfg, vcfg, tcfg)
-    log.info("train: %s (one model per split; results.json, results.md)", folder)
-    print((folder / "results.md").read_text(), end="")
+    stem = results_stem(results["head"])
+    log.info("train: %s (one model per split; %s.json, %s.md)", folder, stem, stem)
+    print((folder / f"{stem}.md").read_text(), end="")
     return EXIT_OK
 
 

@@ -45,7 +45,8 @@ def setup(tiny_root, tmp_path) -> tuple[Path, list[str]]:
 
 
 def train_folder(cache: Path) -> Path:
-    (folder,) = [p for p in (cache / "train").glob("*/*") if (p / "results.json").is_file()]
+    """The one training folder (its split models f1, f2) under cache."""
+    (folder,) = [p for p in (cache / "train").glob("*/*") if (p / "f1" / "state.pt").is_file()]
     return folder
 
 
@@ -58,7 +59,7 @@ def test_train_writes_models_weights_and_ledger_once(setup, tmp_path, attention,
     root, args = setup
     cache = tmp_path / "cache"
     CountingBackbone.calls = 0
-    assert train_stage.main([*args, f"attention={attention}"]) == 0
+    assert train_stage.main([*args, f"attention={attention}", "head=linear"]) == 0
     assert CountingBackbone.calls == 0                         # stage 1 read, never recomputed
     folder = train_folder(cache)
     results = json.loads((folder / "results.json").read_text())
@@ -91,10 +92,44 @@ def test_train_writes_models_weights_and_ledger_once(setup, tmp_path, attention,
     before = snapshot(folder)
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        assert train_stage.main([*args, f"attention={attention}"]) == 0   # a second run: nothing
+        assert train_stage.main([*args, f"attention={attention}", "head=linear"]) == 0  # again
     assert "training already complete" in caplog.text
     assert snapshot(folder) == before and CountingBackbone.calls == 0
     assert len(Ledger(cache / "ledger.sqlite").records(config_key=results["config_key"])) == 2
+
+
+@pytest.mark.parametrize("attention", ["hot", "self"])
+def test_every_head_reuses_the_trained_models(setup, tmp_path, attention):
+    """head=svm|logreg|mlp after head=linear: fitted on the learned representation of each split's
+    training part, no model retrained, one ledger row per head, named as evaluate names them."""
+    root, args = setup
+    cache = tmp_path / "cache"
+    ledger = Ledger(cache / "ledger.sqlite")
+    assert train_stage.main([*args, f"attention={attention}", "head=linear"]) == 0
+    folder = train_folder(cache)
+    models = {p: p.stat().st_mtime_ns for p in folder.glob("f*/state.pt")}
+    linear = json.loads((folder / "results.json").read_text())
+    methods = {"linear": linear["method"]}
+    for head in ("svm", "logreg", "mlp"):
+        assert train_stage.main([*args, f"attention={attention}", f"head={head}"]) == 0
+        (path,) = folder.glob(f"results-{head}-*.json")
+        results = json.loads(path.read_text())
+        assert results["head"] == path.stem[len("results-"):]
+        assert sorted(r["split"] for r in ledger.records(config_key=results["config_key"])) == [
+            "f1", "f2"]
+        for split in ("f1", "f2"):
+            r = json.loads((folder / split / "heads" / f"{results['head']}.json").read_text())
+            assert r["n_train"] + r["n_test"] == 9 and 0 <= r["score"] <= 1
+        methods[head] = results["method"]
+    assert {p: p.stat().st_mtime_ns for p in folder.glob("f*/state.pt")} == models
+    assert methods["linear"].endswith(" [linear]") and methods["logreg"].endswith(" [logreg]")
+    assert methods["svm"] == methods["linear"][:-len(" [linear]")]
+    assert len({r["config_key"] for r in ledger.records()}) == 4
+
+
+def test_train_refuses_idt_fusion(setup):
+    root, args = setup
+    assert train_stage.main([*args, "idt=on"]) != 0
 
 
 def test_predict_writes_top_k_and_reuses_its_cache(setup, tmp_path, capsys):
