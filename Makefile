@@ -11,7 +11,7 @@ STAMP   := $(VENV)/.installed
 PIP     := PIP_FIND_LINKS= $(PY) -m pip
 
 .PHONY: setup demo test extract descriptors evaluate idt sweep train predict report check-dataset \
-        bench bench-quality chaos clean-cache
+        bench bench-quality combinations chaos clean-cache
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
@@ -50,6 +50,9 @@ check-dataset: setup
 
 bench: setup  # every benchmark runs and prints its ratios; the target fails if any misses
 	@status=0; for b in tests/bench/bench_*.py; do echo "== $$b"; $(PY) $$b || status=1; done; exit $$status
+
+combinations: setup  # every order x head (evaluate) and attention x head (train) row on DATASET
+	$(PY) tests/bench/combinations.py $(if $(filter-out synthetic,$(DATASET)),dataset=$(DATASET)) $(ARGS)
 
 bench-quality: setup  # recognition on ../shared/data/videos/arid_train with the real I3D weights
 	$(PY) tests/bench/quality.py $(ARGS)

@@ -306,6 +306,13 @@ class TrainConfig:
                                         # over a video's groups; the paper leaves it open
     hidden: int = 0                     # hot: width of w's hidden layer; 0 = linear score (fewest
                                         # parameters for the few videos of a split)
+    rank: int = 1                       # ap: rank P (P top-down x bottom-up pairs)
+    bottom_up: str = "shared"           # ap: "shared" b, "per_class" b_k, or "none" (average
+                                        # pooling, AP's top-down-only case)
+    pyramid_fusion: str = "product"     # pyramid: fusion of the levels' scores: product (best in
+                                        # STPA), sum or max; levels are the stored parts, top last
+    maps: int = 4                       # pyramid: attention maps (rows of A)
+    queries: int = 1                    # self: learned queries
     lr: float = 1e-2                    # Adam step; the classifiers' default, stable on unit rows
     weight_decay: Any = (0.0, 1e-3)     # a grid chosen on the validation part carved from each
                                         # split's training part (never the test part)
@@ -326,6 +333,13 @@ class TrainConfig:
             raise ValueError(f"nonneg={self.nonneg!r}: choose one of {', '.join(NONNEG)}")
         if not isinstance(self.hidden, int) or isinstance(self.hidden, bool) or self.hidden < 0:
             raise ValueError(f"hidden={self.hidden!r} must be an integer >= 0 (0 = linear)")
+        if self.bottom_up not in ("shared", "per_class", "none"):
+            raise ValueError(f"bottom_up={self.bottom_up!r}: choose 'shared', 'per_class' or "
+                             f"'none' (average pooling)")
+        from pipeline.attention.pyramid import FUSIONS
+        if self.pyramid_fusion not in FUSIONS:
+            raise ValueError(f"pyramid_fusion={self.pyramid_fusion!r}: choose one of "
+                             f"{', '.join(FUSIONS)}")
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 10):
             raise ValueError(f"lr={self.lr!r} must be a number in (0, 10)")
         grid = self.weight_decay if isinstance(self.weight_decay, (tuple, list)) else (self.weight_decay,)
@@ -335,7 +349,7 @@ class TrainConfig:
                              f"values (a grid)")
         object.__setattr__(self, "weight_decay",
                            tuple(float(v) for v in grid) if len(grid) > 1 else float(grid[0]))
-        for name in ("max_epochs", "patience", "top_k"):
+        for name in ("max_epochs", "patience", "top_k", "rank", "maps", "queries"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r} must be an integer >= 1")

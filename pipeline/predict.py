@@ -177,7 +177,7 @@ def predict(ecfg: ExtractConfig, tcfg: TrainConfig) -> tuple[Path, list[dict]]:
         raise StageError(f"none of the videos could be prepared ({sketch.folder})")
     windows, _ = load_sketched(sketch.folder, ids)
     clf = load_attention(folder)
-    scores = clf.decision_function(samples(attention, windows))
+    scores = clf.decision_function(samples(attention, windows, info.get("levels")))
     probs = np.exp(scores - scores.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
     classes = info["classes"]

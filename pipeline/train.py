@@ -43,10 +43,14 @@ def pooling_params(dcfg: DescriptorConfig) -> dict:
 PARAMS: dict[str, Callable[[DescriptorConfig, TrainConfig], dict]] = {
     "none": lambda d, t: pooling_params(d),
     "hot": lambda d, t: {**pooling_params(d), "hidden": t.hidden, "nonneg": t.nonneg},
-    "ap": lambda d, t: {},
-    "pyramid": lambda d, t: {},
-    "self": lambda d, t: {},
+    "ap": lambda d, t: {"rank": t.rank, "bottom_up": t.bottom_up != "none",
+                        "per_class_bottom_up": t.bottom_up == "per_class"},
+    "pyramid": lambda d, t: {"fusion": t.pyramid_fusion, "n_maps": t.maps},
+    "self": lambda d, t: {"n_queries": t.queries},
 }
+# TrainConfig keys that belong to one attention: they key only that attention's runs
+OWN_KEYS = {"hot": ("nonneg", "hidden"), "ap": ("rank", "bottom_up"),
+            "pyramid": ("pyramid_fusion", "maps"), "self": ("queries",)}
 
 
 def build_classifier(ecfg: ExtractConfig, dcfg: DescriptorConfig, tcfg: TrainConfig):
@@ -59,10 +63,24 @@ def build_classifier(ecfg: ExtractConfig, dcfg: DescriptorConfig, tcfg: TrainCon
                            patience=tcfg.patience, seed=tcfg.train_seed, device=ecfg.device)
 
 
-def samples(attention: str, videos: list[tuple[np.ndarray, np.ndarray]]) -> list:
-    """The classifier's input: (phi, group) pairs for HoT pooling, else phi (N, d) alone (the
-    windows as positions)."""
-    return list(videos) if attention in GROUP_INPUT else [phi for phi, _ in videos]
+def samples(attention: str, videos: list[tuple[np.ndarray, np.ndarray]],
+            levels: list[int] | None = None) -> list:
+    """The classifier's input: (phi, group) pairs for HoT pooling; for pyramid attention with
+    several levels, phi cut into the levels (the stored parts, e.g. Mixed_4f and Mixed_5c: the
+    feature pyramid, top last); else phi (N, d) alone (the windows as positions)."""
+    if attention in GROUP_INPUT:
+        return list(videos)
+    if attention == "pyramid" and levels and len(levels) > 1:
+        cuts = np.cumsum(levels)[:-1]
+        return [np.split(phi, cuts, axis=1) for phi, _ in videos]
+    return [phi for phi, _ in videos]
+
+
+def level_widths(sketched_folder: Path) -> list[int]:
+    """The width of each stored part in the sketched windows (sketch_dim each, or the raw part
+    dimensions with sketch_dim=0), from the sketched stage's manifest."""
+    m = json.loads((Path(sketched_folder) / "manifest.json").read_text())
+    return [int(m["sketch_dim"])] * len(m["part_dims"]) if m["sketch_dim"] else list(m["part_dims"])
 
 
 def learned_method_name(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
@@ -77,7 +95,8 @@ def learned_method_name(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: Evalu
     head = "" if vcfg.head == "svm" else f" [{vcfg.head}]"
     names = {"hot": lambda: method_name(ecfg, dcfg) + "+Att",
              "none": lambda: method_name(ecfg, dcfg) + " (uniform)",
-             "ap": lambda: f"AP (rank-{p['rank']})",
+             "ap": lambda: ("average pooling" if not p["bottom_up"] else
+                            f"AP (rank-{p['rank']}{', per-class' if p['per_class_bottom_up'] else ''})"),
              "pyramid": lambda: f"STPA ({p['fusion']})",
              "self": lambda: f"self-attention ({p['n_queries']} "
                              f"quer{'y' if p['n_queries'] == 1 else 'ies'})"}
@@ -99,11 +118,12 @@ def results_stem(tag: str) -> str:
     return "results" if tag == "linear" else f"results-{tag}"
 
 
-def learned_rows(clf, attention: str, videos: list, *, chunk: int = 64) -> np.ndarray:
+def learned_rows(clf, attention: str, videos: list, levels: list[int] | None = None, *,
+                 chunk: int = 64) -> np.ndarray:
     """(n, D) float32: clf.transform of the videos, computed `chunk` videos at a time."""
     out = None
     for c0 in range(0, len(videos), chunk):
-        rows = clf.transform(samples(attention, videos[c0:c0 + chunk]))
+        rows = clf.transform(samples(attention, videos[c0:c0 + chunk], levels))
         if out is None:
             out = np.empty((len(videos), rows.shape[1]), dtype=np.float32)
         out[c0:c0 + len(rows)] = rows
@@ -112,27 +132,28 @@ def learned_rows(clf, attention: str, videos: list, *, chunk: int = 64) -> np.nd
 
 def score_head(model: Path, vcfg: EvaluateConfig, attention: str, *, split: dict[str, str],
                ids: list[str], videos: list, y: np.ndarray, metric: str,
-               classes: tuple[str, ...]) -> dict:
+               classes: tuple[str, ...], levels: list[int] | None = None) -> dict:
     """The head vcfg.head fitted on the trained model's learned representation (transform) of the
     split's training videos and scored on its test videos, as evaluate scores descriptors: on the
     Gram matrix of the l2-normalised rows, C by cross-validation on the training part only."""
     start = time.perf_counter()
     pos = [p for p, i in enumerate(ids) if split.get(i) in (TRAIN, TEST)]
-    rows = learned_rows(load_attention(model), attention, [videos[p] for p in pos])
+    rows = learned_rows(load_attention(model), attention, [videos[p] for p in pos], levels)
     K = gram_matrix(rows, d=rows.shape[1], order=1)          # cosine: l2-normalised rows
     result = score_split(Gram(K), y[pos], split, [ids[p] for p in pos], metric=metric, cfg=vcfg,
                          classes=classes)
     return {**result, "wall_time": time.perf_counter() - start}
 
 
-def window_attention(clf, attention: str, videos: list) -> list[np.ndarray]:
+def window_attention(clf, attention: str, videos: list,
+                     levels: list[int] | None = None) -> list[np.ndarray]:
     """Per video, the learned weight of each window (N_i, K): hot/none the weight of its group
     (K = 1); ap/pyramid/self the attention map over windows, one column per component (AP's
     bottom-up ranks, STPA's maps, the queries)."""
     if attention in GROUP_INPUT:
         w = clf.group_weights(videos)
         return [w[i, group][:, None] for i, (_, group) in enumerate(videos)]
-    maps = clf.attention_map([phi for phi, _ in videos])
+    maps = clf.attention_map(samples(attention, videos, levels))
     return [m.reshape(-1, m.shape[-1]).T for m in maps]
 
 
@@ -190,8 +211,8 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
     tag = head_tag(vcfg)
     params = {**key_params(tcfg), **(pooling_params(dcfg) if tcfg.attention in GROUP_INPUT else {}),
               "splits": digest(splits), "items": digest(sources)}
-    if tcfg.attention != "hot":
-        params = {k: v for k, v in params.items() if k not in ("nonneg", "hidden")}
+    others = {k for name, keys in OWN_KEYS.items() if name != tcfg.attention for k in keys}
+    params = {k: v for k, v in params.items() if k not in others}
     key = stage_key(STAGE, STAGE_VERSION, params, upstream=[upstream.name])
     pooling = (f"-{'so' if dcfg.order == 2 else 'to'}-{dcfg.epn}" if tcfg.attention in GROUP_INPUT
                else "")
@@ -208,6 +229,7 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
     log.info("training %s on %s: stage 1 read from the cache, no forward pass (%s); sketched "
              "windows from %s", method, dataset.identity, inp.folder, upstream)
     videos, group_names = load_sketched(upstream, ids)
+    levels = level_widths(upstream)
     y = label_matrix(dataset, ids)
     if dataset.metric == "map":
         log.warning("%s is multi-label: the softmax classifier trains on each video's first "
@@ -221,6 +243,7 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
             out = folder / name
             if not (out / RESULT_FILE).is_file():
                 model_config = {**config, "classes": list(dataset.classes), "parts": inp.parts,
+                                "levels": levels,
                                 "groups": inp.groups, "split": name, "method": method,
                                 "config_key": key, "sketched": str(upstream),
                                 "features": str(inp.folder)}
@@ -235,7 +258,7 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
                          name, vcfg.head, out)
                 write_json(path, score_head(out, vcfg, tcfg.attention, split=split, ids=ids,
                                             videos=videos, y=y, metric=dataset.metric,
-                                            classes=dataset.classes))
+                                            classes=dataset.classes, levels=levels))
             r = json.loads(path.read_text())
             if not ledger.records(config_key=row_key, split=name):  # a kill between: add it
                 ledger.append({"dataset": dataset.identity, "protocol": protocol, "split": name,
@@ -282,16 +305,18 @@ def fit_split(out: Path, *, clf, tcfg: TrainConfig, split: dict[str, str], ids: 
                          f"{len(test_pos)} test videos with sketched windows ({missing[TRAIN]} "
                          f"and {missing[TEST]} missing); both must be non-empty")
     pick = lambda pos: [videos[p] for p in pos]  # noqa: E731
+    levels = model_config["levels"]
     fit_args = {"group_names": group_names} if tcfg.attention in GROUP_INPUT else {}
-    clf.fit(samples(tcfg.attention, pick(train_pos)), y[train_pos].argmax(1), **fit_args)
+    clf.fit(samples(tcfg.attention, pick(train_pos), levels), y[train_pos].argmax(1), **fit_args)
     scores = np.full((len(test_pos), y.shape[1]), -np.inf)
-    scores[:, clf.classes_] = clf.decision_function(samples(tcfg.attention, pick(test_pos)))
+    scores[:, clf.classes_] = clf.decision_function(samples(tcfg.attention, pick(test_pos),
+                                                            levels))
     test_ids = [ids[p] for p in test_pos]
     result = summarise(scores, y[test_pos], test_ids, metric=metric, classes=classes)
     clf.save(out)
     write_json(out / CONFIG_FILE, {**model_config, "train_ids": [ids[p] for p in train_pos]})
     write_weights(out / WEIGHTS_FILE, ids=ids, group_names=group_names,
-                  windows=window_attention(clf, tcfg.attention, videos), videos=videos,
+                  windows=window_attention(clf, tcfg.attention, videos, levels), videos=videos,
                   attention=tcfg.attention, method=method)
     return {**result, "n_train": len(train_pos), "n_test": len(test_pos),
             "missing_train": missing[TRAIN], "missing_test": missing[TEST],

@@ -170,3 +170,23 @@ def test_train_config_names_the_key():
         TrainConfig(top_k=0)
     assert TrainConfig(weight_decay=[0, 0.1]).weight_decay == (0.0, 0.1)
     assert TrainConfig(videos="a/b").videos == ("a/b",)
+
+
+def test_pyramid_levels_are_the_stored_parts_and_attention_keys_reach_their_runs(setup, tmp_path):
+    """Pyramid attention pools a feature pyramid whose levels are the stored parts (here 2 parts
+    of sketch_dim 8, top last); each attention's own keys (rank, bottom_up, maps, ...) select
+    its model and name its row."""
+    root, args = setup
+    cache = tmp_path / "cache"
+    assert train_stage.main([*args, "attention=pyramid", "maps=2", "head=linear"]) == 0
+    folder = train_folder(cache)
+    params = json.loads((folder / "f1" / "params.json").read_text())
+    assert params["meta"]["layer_dims"] == [8, 8] and params["params"]["n_maps"] == 2
+    assert json.loads((folder / "f1" / "config.json").read_text())["levels"] == [8, 8]
+    for extra, name in ((["bottom_up='none'"], "average pooling"),
+                        (["rank=2", "bottom_up='per_class'"], "AP (rank-2, per-class)")):
+        assert train_stage.main([*args, "attention=ap", "head=linear", *extra]) == 0
+        names = {json.loads(p.read_text())["method"]
+                 for p in (cache / "train").glob("*/ap-*/results.json")}
+        assert f"{name} [linear]" in names
+    assert len(list((cache / "train").glob("*/ap-*/results.json"))) == 2
