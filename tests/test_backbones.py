@@ -108,7 +108,7 @@ def test_forward_layers_rejects_unknown_repeated_and_no_layers():
     model, _ = build_backbone("x3d_xs", weights="none")
     x = torch.randn(1, 3, 4, 32, 32)
     with pytest.raises(ValueError, match=r"layer='fc7' is not available for ZooBackbone; "
-                                         r"choose one of \['logits', 'pool', 'res5'\]"):
+                                         r"choose one of \['logits', 'pool', 'res4', 'res5'\]"):
         model.forward_layers(x, ("pool", "fc7"))
     with pytest.raises(ValueError, match=r"names \['pool'\] more than once"):
         model.forward_layers(x, ("pool", "logits", "pool"))

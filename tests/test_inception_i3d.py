@@ -77,6 +77,8 @@ def test_layer_shapes(models, channels, frames, size, t_map, t_pool, hw_map, hw_
     with torch.no_grad():
         out = {layer: model(x, layer) for layer in model.layers}
     assert out["mixed_5c"].shape == (2, 1024, t_map, *hw_map)
+    t4, hw4 = math.ceil(math.ceil(frames / 2) / 2), tuple(math.ceil(v / 16) for v in size)
+    assert out["mixed_4f"].shape == (2, 832, t4, *hw4)     # stride 16 in space, 4 in time
     assert out["pool"].shape == (2, 1024, t_pool, *hw_pool)
     assert out["logits"].shape == (2, 400, t_pool, *hw_pool)
     assert list(model.layers)[0] == "logits"

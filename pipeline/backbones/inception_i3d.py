@@ -37,6 +37,8 @@ LAYERS = {
     "logits": "Kinetics-400 class scores before softmax, per time step (400-d, B x 400 x T' x 1 x 1)",
     "pool": "Mixed_5c average-pooled over 2 x 7 x 7 with stride 1 (1024-d)",
     "mixed_5c": "the Mixed_5c feature map (1024-d, 7 x 7 at 224 px), for spatial attention",
+    "mixed_4f": "the Mixed_4f feature map (832-d, 14 x 14 at 224 px, ceil(T/4) steps): the lower "
+                "level of pyramid attention beside mixed_5c",
 }
 
 # Inception blocks: name -> (input channels, [b0, b1a, b1b, b2a, b2b, b3b] output channels).
@@ -151,18 +153,16 @@ class InceptionI3d(Backbone):
                       "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f", "MaxPool3d_5a_2x2",
                       "Mixed_5b", "Mixed_5c")
 
-    def mixed_5c(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, C, T, H, W) -> Mixed_5c (B, 1024, ceil(T/8), ceil(H/32), ceil(W/32))."""
-        for name in self.trunk:
-            x = getattr(self, name)(x)
-        return x
-
     def layer_maps(self, x: torch.Tensor, wanted: frozenset[str]) -> Iterator[tuple[str, torch.Tensor]]:
-        """x: (B, C, T, H, W) normalised to [-1, 1] -> yields mixed_5c, pool, logits in turn, each
-        from the one before (see Backbone.forward_layers)."""
+        """x: (B, C, T, H, W) normalised to [-1, 1] -> yields mixed_4f, mixed_5c (B, 1024,
+        ceil(T/8), ceil(H/32), ceil(W/32)), pool, logits in turn, each from the one before (see
+        Backbone.forward_layers)."""
         if x.ndim != 5 or x.shape[1] != self.spec.channels:
             raise ValueError(f"expected clips (B, {self.spec.channels}, T, H, W), got {tuple(x.shape)}")
-        x = self.mixed_5c(x)
+        for name in self.trunk:
+            x = getattr(self, name)(x)
+            if name == "Mixed_4f":
+                yield "mixed_4f", x
         yield "mixed_5c", x
         if x.shape[2] < LOGITS_POOL[0]:
             deeper = [layer for layer in ("logits", "pool") if layer in wanted] or ["pool"]

@@ -2,8 +2,9 @@
 
 Each entry records the input the published checkpoint was trained with (pytorchvideo model zoo
 table): crop size, clip length and normalisation. Layers: `logits` (400-d Kinetics scores
-before softmax), `pool` (the head's pooled features, 2048-d, 2304-d for SlowFast) and `res5`
-(the last residual stage's map).
+before softmax), `pool` (the head's pooled features, 2048-d, 2304-d for SlowFast), `res5`
+(the last residual stage's map) and `res4` (the stage before it: pyramid attention's lower level;
+not for SlowFast).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ LAYERS = {
     "logits": "Kinetics-400 class scores before softmax (400-d)",
     "pool": "the head's pooled features before the classifier",
     "res5": "the last residual stage's feature map",
+    "res4": "the residual stage before res5 (pyramid attention's lower level; not SlowFast)",
 }
 
 
@@ -58,10 +60,12 @@ class ZooBackbone(Backbone):
         self.net, self.spec = net, spec
 
     def layer_maps(self, x: torch.Tensor, wanted: frozenset[str]) -> Iterator[tuple[str, torch.Tensor]]:
-        """x: (B, 3, T, H, W) normalised -> yields res5, pool, logits in turn, each from the one
+        """x: (B, 3, T, H, W) normalised -> yields res4, res5, pool, logits in turn, each from the one
         before (see Backbone.forward_layers)."""
-        for block in self.net.blocks[:-1]:
+        for block in self.net.blocks[:-2]:
             x = block(x)
+        yield "res4", x
+        x = self.net.blocks[-2](x)
         yield "res5", x
         head = self.net.blocks[-1]
         if head.pool is not None:
@@ -77,6 +81,7 @@ class SlowFastBackbone(ZooBackbone):
     pool (the network's own per-pathway pooling, concatenated) both branch off them."""
 
     alpha = 4
+    layers = {k: v for k, v in LAYERS.items() if k != "res4"}   # one res4 per pathway: not offered
 
     def pathways(self, x: torch.Tensor) -> list[torch.Tensor]:
         """x: (B, 3, T, H, W) -> [slow (B, 2048, T/alpha, h, w), fast (B, 256, T, h, w)]."""
