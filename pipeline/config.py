@@ -306,6 +306,9 @@ class TrainConfig:
                                         # over a video's groups; the paper leaves it open
     hidden: int = 0                     # hot: width of w's hidden layer; 0 = linear score (fewest
                                         # parameters for the few videos of a split)
+    positions: str = "windows"          # ap, pyramid, self: attend over the sketched "windows" of a
+                                        # video, or over the "cells" of the maps stage 1 stored
+                                        # (pool=(..., 'map')): every window's H' x W' positions
     rank: int = 1                       # ap: rank P (P top-down x bottom-up pairs)
     bottom_up: str = "shared"           # ap: "shared" b, "per_class" b_k, or "none" (average
                                         # pooling, AP's top-down-only case)
@@ -333,6 +336,8 @@ class TrainConfig:
             raise ValueError(f"nonneg={self.nonneg!r}: choose one of {', '.join(NONNEG)}")
         if not isinstance(self.hidden, int) or isinstance(self.hidden, bool) or self.hidden < 0:
             raise ValueError(f"hidden={self.hidden!r} must be an integer >= 0 (0 = linear)")
+        if self.positions not in ("windows", "cells"):
+            raise ValueError(f"positions={self.positions!r}: choose 'windows' or 'cells'")
         if self.bottom_up not in ("shared", "per_class", "none"):
             raise ValueError(f"bottom_up={self.bottom_up!r}: choose 'shared', 'per_class' or "
                              f"'none' (average pooling)")

@@ -29,7 +29,7 @@ from pipeline.features import (STAGE, STAGE_VERSION, build_encoders, extract_ite
                                flow_cache_of, stream_weights, window_groups)
 from pipeline.parallel import worker_state
 from pipeline.sketched import compute_sketched, load_sketched, sketched_ids
-from pipeline.train import CONFIG_FILE, samples
+from pipeline.train import CONFIG_FILE, cell_inputs, samples
 
 log = logging.getLogger(__name__)
 RUNTIME = ("root", "cache_root", "device", "batch_size", "backend", "workers", "scheduler")
@@ -175,7 +175,9 @@ def predict(ecfg: ExtractConfig, tcfg: TrainConfig) -> tuple[Path, list[dict]]:
     ids = sketched_ids(sketch.folder, inp.sources)
     if not ids:
         raise StageError(f"none of the videos could be prepared ({sketch.folder})")
-    windows, _ = load_sketched(sketch.folder, ids)
+    windows, group_names = load_sketched(sketch.folder, ids)
+    if info["train"].get("positions") == "cells":
+        windows = cell_inputs(inp, ids, group_names)
     clf = load_attention(folder)
     scores = clf.decision_function(samples(attention, windows, info.get("levels")))
     probs = np.exp(scores - scores.max(axis=1, keepdims=True))

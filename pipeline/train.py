@@ -14,11 +14,12 @@ import h5py
 import numpy as np
 
 from pipeline.attention import build_attention, load_attention
-from pipeline.cache import (StageError, atomic_path, digest, library_versions, stage_dir,
-                            stage_key, stage_lock, write_json)
+from pipeline.cache import (StageError, atomic_path, digest, item_path, library_versions,
+                            stage_dir, stage_key, stage_lock, write_json)
 from pipeline.config import (DescriptorConfig, EvaluateConfig, ExtractConfig, TrainConfig,
                              key_params)
 from pipeline.datasets import TEST, TRAIN
+from pipeline.descriptors import read_parts
 from pipeline.evaluate import (PROTOCOLS, Gram, gram_matrix, label_matrix, ledger_of, method_name,
                                score_split, summarise)
 from pipeline.metrics import METRICS
@@ -48,9 +49,11 @@ PARAMS: dict[str, Callable[[DescriptorConfig, TrainConfig], dict]] = {
     "pyramid": lambda d, t: {"fusion": t.pyramid_fusion, "n_maps": t.maps},
     "self": lambda d, t: {"n_queries": t.queries},
 }
-# TrainConfig keys that belong to one attention: they key only that attention's runs
-OWN_KEYS = {"hot": ("nonneg", "hidden"), "ap": ("rank", "bottom_up"),
-            "pyramid": ("pyramid_fusion", "maps"), "self": ("queries",)}
+# TrainConfig keys that belong to some attentions only: they key only those attentions' runs
+OWNERS = {"nonneg": ("hot",), "hidden": ("hot",), "rank": ("ap",), "bottom_up": ("ap",),
+          "pyramid_fusion": ("pyramid",), "maps": ("pyramid",), "queries": ("self",),
+          "positions": ("ap", "pyramid", "self")}
+MAPS_LIMIT_GB = 8.0                # positions=cells holds the maps of every video in float32
 
 
 def build_classifier(ecfg: ExtractConfig, dcfg: DescriptorConfig, tcfg: TrainConfig):
@@ -70,10 +73,35 @@ def samples(attention: str, videos: list[tuple[np.ndarray, np.ndarray]],
     feature pyramid, top last); else phi (N, d) alone (the windows as positions)."""
     if attention in GROUP_INPUT:
         return list(videos)
-    if attention == "pyramid" and levels and len(levels) > 1:
-        cuts = np.cumsum(levels)[:-1]
-        return [np.split(phi, cuts, axis=1) for phi, _ in videos]
-    return [phi for phi, _ in videos]
+    out = []
+    for x, _ in videos:
+        if isinstance(x, list):                  # positions=cells: the stored maps, top last
+            out.append(x if attention == "pyramid" else x[-1])
+        elif attention == "pyramid" and levels and len(levels) > 1:
+            out.append(np.split(x, np.cumsum(levels)[:-1], axis=1))
+        else:
+            out.append(x)
+    return out
+
+
+def map_parts(manifest: dict, parts: list[str]) -> list[str]:
+    """The stored maps ("<stream>/<layer>/map") of the layers of the chosen parts, in their
+    order (pyramid levels: top last)."""
+    stored = set(manifest.get("outputs", []))
+    maps = [f"{p.rsplit('/', 1)[0]}/map" for p in parts]
+    return [m for i, m in enumerate(maps) if m in stored and m not in maps[:i]]
+
+
+def load_maps(folder: Path, ids: list[str], parts: list[str], groups: list[str],
+              group_names: list[str]) -> list[tuple[list[np.ndarray], np.ndarray]]:
+    """positions=cells: per video ([its maps (N, D, H', W') float32, one per part], group index
+    per window), the windows in the order of the sketched ones (read_parts' order)."""
+    index = {g: i for i, g in enumerate(group_names)}
+    out = []
+    for item_id in ids:
+        maps, names = read_parts(item_path(folder, item_id), parts, groups)
+        out.append(([m.astype(np.float32) for m in maps], np.array([index[g] for g in names])))
+    return out
 
 
 def level_widths(sketched_folder: Path) -> list[int]:
@@ -118,6 +146,25 @@ def results_stem(tag: str) -> str:
     return "results" if tag == "linear" else f"results-{tag}"
 
 
+def cell_inputs(inp, ids: list[str], group_names: list[str]) -> list:
+    """positions=cells: the stored maps of `ids` (load_maps), after checking that stage 1 stored
+    maps and that holding them stays under MAPS_LIMIT_GB."""
+    parts = map_parts(inp.manifest, inp.parts)
+    if not parts:
+        raise StageError(f"positions=cells attends over the cells of the maps of the chosen "
+                         f"parts {inp.parts}, and {inp.folder} stores none: extract with "
+                         f"pool=('mean','map') (and a map layer such as mixed_5c), or use "
+                         f"positions=windows")
+    maps, _ = read_parts(item_path(inp.folder, ids[0]), parts, inp.groups)
+    gb = sum(m.size for m in maps) * 4 * len(ids) / 2 ** 30
+    if gb > MAPS_LIMIT_GB:
+        raise StageError(f"positions=cells would hold about {gb:.1f} GB of maps ({len(ids)} "
+                         f"videos x {maps[0].shape[0]} windows x {parts}); the limit is "
+                         f"{MAPS_LIMIT_GB} GB: choose fewer groups= or positions=windows")
+    log.info("positions=cells: %s, about %.2f GB in memory", ", ".join(parts), gb)
+    return load_maps(inp.folder, ids, parts, inp.groups, group_names)
+
+
 def learned_rows(clf, attention: str, videos: list, levels: list[int] | None = None, *,
                  chunk: int = 64) -> np.ndarray:
     """(n, D) float32: clf.transform of the videos, computed `chunk` videos at a time."""
@@ -145,16 +192,27 @@ def score_head(model: Path, vcfg: EvaluateConfig, attention: str, *, split: dict
     return {**result, "wall_time": time.perf_counter() - start}
 
 
-def window_attention(clf, attention: str, videos: list,
-                     levels: list[int] | None = None) -> list[np.ndarray]:
+def window_attention(clf, attention: str, videos: list, levels: list[int] | None = None
+                     ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
     """Per video, the learned weight of each window (N_i, K): hot/none the weight of its group
     (K = 1); ap/pyramid/self the attention map over windows, one column per component (AP's
-    bottom-up ranks, STPA's maps, the queries)."""
+    bottom-up ranks, STPA's maps, the queries), over cells the mean of each window's cells.
+    Second: over cells, each video's map over its cells (N_i, K, H', W'); else None."""
     if attention in GROUP_INPUT:
         w = clf.group_weights(videos)
-        return [w[i, group][:, None] for i, (_, group) in enumerate(videos)]
-    maps = clf.attention_map(samples(attention, videos, levels))
-    return [m.reshape(-1, m.shape[-1]).T for m in maps]
+        return [w[i, group][:, None] for i, (_, group) in enumerate(videos)], None
+    maps = position_maps(clf, attention, videos, levels)
+    windows = [m.reshape(*m.shape[:2], -1).mean(-1).T for m in maps]
+    return windows, ([m.swapaxes(0, 1) for m in maps] if maps[0].ndim == 4 else None)
+
+
+def position_maps(clf, attention: str, videos: list, levels: list[int] | None = None
+                  ) -> list[np.ndarray]:
+    """ap/pyramid/self: per video its attention map (components, N) over windows, or
+    (components, N, H', W') over the cells of its maps (positions=cells)."""
+    cells = isinstance(videos[0][0], list)
+    return [m.reshape(-1, *m.shape[-3 if cells else -1:])
+            for m in clf.attention_map(samples(attention, videos, levels))]
 
 
 def per_group(windows: list[np.ndarray], videos: list, n_groups: int) -> np.ndarray:
@@ -167,10 +225,12 @@ def per_group(windows: list[np.ndarray], videos: list, n_groups: int) -> np.ndar
 
 
 def write_weights(path: Path, *, ids: list[str], group_names: list[str], windows: list[np.ndarray],
-                  videos: list, attention: str, method: str) -> None:
+                  videos: list, attention: str, method: str,
+                  cells: list[np.ndarray] | None = None) -> None:
     """HDF5 of the learned weights: ids (n,), groups (G,), group_weights (n, G) (NaN: no window
     of that group), and ragged per window: window_weights (sum N_i, K), window_group (sum N_i,),
-    offsets (n + 1,) (video i's windows are rows offsets[i]:offsets[i+1])."""
+    offsets (n + 1,) (video i's windows are rows offsets[i]:offsets[i+1]); over map cells also
+    cell_weights (sum N_i, K, H', W'), each window's attention map."""
     strings = h5py.string_dtype()
     offsets = np.concatenate([[0], np.cumsum([len(w) for w in windows])]).astype(np.int64)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
@@ -180,6 +240,8 @@ def write_weights(path: Path, *, ids: list[str], group_names: list[str], windows
         f.create_dataset("window_weights", data=np.concatenate(windows))
         f.create_dataset("window_group", data=np.concatenate([g for _, g in videos]))
         f.create_dataset("offsets", data=offsets)
+        if cells is not None:
+            f.create_dataset("cell_weights", data=np.concatenate(cells), compression="gzip")
         f.attrs.update(attention=attention, method=method,
                        meaning="hot/none: the group weight w_g of each window; ap: bottom-up "
                                "saliency X b per rank; pyramid: rows of A; self: softmax per query")
@@ -194,7 +256,8 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
     test part by the dataset's metric. Keyed by the training settings, the pooling settings, the
     content of the splits and the sketched items; a no-op when complete. Each split writes
     <split>/ (the model: params.json + state.pt, config.json, weights.h5, result.json) and one
-    ledger record; results.json and results.md (paper_table) come last. vcfg.head other than
+    ledger record; results.json and results.md (paper_table) come last. positions=cells (ap,
+    pyramid, self) attends over the cells of the stored maps instead of the sketched windows. vcfg.head other than
     "linear" is then fitted on each split's learned representation (score_head; <split>/heads/
     <tag>.json, results-<tag>.json/.md): the trained models are reused by every head.
     """
@@ -211,8 +274,10 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
     tag = head_tag(vcfg)
     params = {**key_params(tcfg), **(pooling_params(dcfg) if tcfg.attention in GROUP_INPUT else {}),
               "splits": digest(splits), "items": digest(sources)}
-    others = {k for name, keys in OWN_KEYS.items() if name != tcfg.attention for k in keys}
-    params = {k: v for k, v in params.items() if k not in others}
+    params = {k: v for k, v in params.items() if tcfg.attention in OWNERS.get(k, (tcfg.attention,))}
+    if tcfg.positions == "cells" and tcfg.attention in GROUP_INPUT:
+        raise ValueError(f"positions=cells: attention={tcfg.attention} weighs window groups; use "
+                         f"attention=ap, pyramid or self to attend over map cells")
     key = stage_key(STAGE, STAGE_VERSION, params, upstream=[upstream.name])
     pooling = (f"-{'so' if dcfg.order == 2 else 'to'}-{dcfg.epn}" if tcfg.attention in GROUP_INPUT
                else "")
@@ -230,6 +295,8 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
              "windows from %s", method, dataset.identity, inp.folder, upstream)
     videos, group_names = load_sketched(upstream, ids)
     levels = level_widths(upstream)
+    if tcfg.positions == "cells":
+        videos = cell_inputs(inp, ids, group_names)
     y = label_matrix(dataset, ids)
     if dataset.metric == "map":
         log.warning("%s is multi-label: the softmax classifier trains on each video's first "
@@ -315,9 +382,9 @@ def fit_split(out: Path, *, clf, tcfg: TrainConfig, split: dict[str, str], ids: 
     result = summarise(scores, y[test_pos], test_ids, metric=metric, classes=classes)
     clf.save(out)
     write_json(out / CONFIG_FILE, {**model_config, "train_ids": [ids[p] for p in train_pos]})
-    write_weights(out / WEIGHTS_FILE, ids=ids, group_names=group_names,
-                  windows=window_attention(clf, tcfg.attention, videos, levels), videos=videos,
-                  attention=tcfg.attention, method=method)
+    windows, cells = window_attention(clf, tcfg.attention, videos, levels)
+    write_weights(out / WEIGHTS_FILE, ids=ids, group_names=group_names, windows=windows,
+                  videos=videos, attention=tcfg.attention, method=method, cells=cells)
     return {**result, "n_train": len(train_pos), "n_test": len(test_pos),
             "missing_train": missing[TRAIN], "missing_test": missing[TEST],
             "chosen": dict(clf.chosen_params_), "wall_time": time.perf_counter() - start}

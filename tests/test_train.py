@@ -190,3 +190,31 @@ def test_pyramid_levels_are_the_stored_parts_and_attention_keys_reach_their_runs
                  for p in (cache / "train").glob("*/ap-*/results.json")}
         assert f"{name} [linear]" in names
     assert len(list((cache / "train").glob("*/ap-*/results.json"))) == 2
+
+
+@pytest.mark.parametrize("attention", ["ap", "pyramid"])
+def test_attention_over_map_cells_trains_exports_maps_and_predicts(tiny_root, tmp_path, attention):
+    """positions=cells: ap/pyramid attend over the H' x W' cells of every window's stored map
+    (the fake's "stats" layer: 2 x 2); weights.h5 holds each window's cell map; predict reads
+    the maps of new videos too; a dataset without maps is refused with what to do."""
+    root = tmp_path / "persons"
+    shutil.copytree(tiny_root, root)
+    (root / "dataset.json").unlink()
+    args = [f"root={str(root)!r}", f"cache_root={str(tmp_path / 'cache')!r}", *FAKE,
+            "pool=('mean','map')", "parts=('stats/mean',)", "positions=cells", "head=linear",
+            f"attention={attention}"]
+    extract_features(parse_overrides(args, *CONFIGS)[0])
+    assert train_stage.main(args) == 0
+    folder = train_folder(tmp_path / "cache")
+    params = json.loads((folder / "f1" / "params.json").read_text())
+    assert params["meta"]["n_features_in"] == 6         # stats: mean and std of 3 channels
+    with h5py.File(folder / "f1" / "weights.h5", "r") as f:
+        n_windows = len(f["window_weights"])
+        assert f["cell_weights"].shape[0] == n_windows and f["cell_weights"].shape[2:] == (2, 2)
+    video = str(root / "move_up" / "move_up_000.avi")
+    assert predict_stage.main([f"root={str(root)!r}", f"cache_root={str(tmp_path / 'cache')!r}",
+                               "device=cpu", f"model={str(folder / 'f1')!r}",
+                               f"videos={(video,)!r}", "top_k=1"]) == 0
+    no_maps = [a for a in args if not a.startswith("pool=")]
+    extract_features(parse_overrides(no_maps, *CONFIGS)[0])
+    assert train_stage.main(no_maps) != 0                           # names pool=('mean','map')
