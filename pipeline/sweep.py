@@ -1,6 +1,7 @@
 """Sweeps: a grid of stage-2 and head settings run over one stage-1 cache. Every configuration's
 descriptors and evaluation are cached stages, so a rerun (or a killed sweep, resumed) computes
-only what is new; the table is built from the results ledger.
+only what is new; the table is built from the results ledger. A row with `attention` set runs the
+learned stage 2 (`make train`) instead of descriptors + evaluate.
 
 Grid file (JSON): {"base": {key: value, ...}, "rows": [{key: value, ...}, ...],
 "grid": {key: [value, ...], ...}}. Each row (or each point of the cartesian product of "grid",
@@ -20,11 +21,13 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.cache import StageError
-from pipeline.config import DescriptorConfig, EvaluateConfig, ExtractConfig, parse_overrides
+from pipeline.config import (DescriptorConfig, EvaluateConfig, ExtractConfig, TrainConfig,
+                             parse_overrides)
 from pipeline.descriptors import compute_descriptors
 from pipeline.evaluate import evaluate, ledger_of
 from pipeline.idt.settings import IDTConfig
 from pipeline.report import paper_table
+from pipeline.train import train
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +69,14 @@ def run_sweep(grid: str | Path, argv: list[str]) -> tuple[str, list[dict]]:
     summaries, keys, names, failed = [], [], {}, []
     for row in tqdm(rows, desc="sweep", unit="config", disable=None):
         tokens = base_tokens + list(argv) + [as_token(k, v) for k, v in row.items()]
-        ecfg, dcfg, vcfg, icfg = parse_overrides(tokens, ExtractConfig, DescriptorConfig,
-                                                 EvaluateConfig, IDTConfig)
+        ecfg, dcfg, vcfg, icfg, tcfg = parse_overrides(tokens, ExtractConfig, DescriptorConfig,
+                                                       EvaluateConfig, IDTConfig, TrainConfig)
         try:
-            compute_descriptors(ecfg, dcfg)
-            folder, results = evaluate(ecfg, dcfg, vcfg, icfg)
+            if any(token.startswith("attention=") for token in tokens):
+                folder, results = train(ecfg, dcfg, vcfg, tcfg)
+            else:
+                compute_descriptors(ecfg, dcfg)
+                folder, results = evaluate(ecfg, dcfg, vcfg, icfg)
         except StageError as exc:           # e.g. an IDT row before `make idt`: say so, go on
             log.error("sweep: configuration %s skipped: %s", row, exc)
             failed.append({"row": row, "reason": str(exc)})
