@@ -169,12 +169,15 @@ def descriptor_size(d: int, cfg: DescriptorConfig) -> int:
     return n_unique(d, cfg.order)
 
 
-def pooled(phis: list[np.ndarray], weights: list[np.ndarray], cfg: DescriptorConfig) -> np.ndarray:
-    """Descriptors (B, descriptor_size) of a batch of videos' window features."""
+def pooled(phis: list[np.ndarray], weights: list[np.ndarray], cfg: DescriptorConfig,
+           names: list[str] | None = None) -> np.ndarray:
+    """Descriptors (B, descriptor_size) of a batch of videos' window features (named in
+    warnings by `names`)."""
     if cfg.order == 1:
         return first_order(phis, weights, cfg.first_order)
     return hot_descriptors(phis, order=cfg.order, epn=cfg.epn, epn_params=cfg.epn_params,
-                           spectrum_norm=cfg.spectrum_norm, weights=weights, center=cfg.center)
+                           spectrum_norm=cfg.spectrum_norm, weights=weights, center=cfg.center,
+                           names=names)
 
 
 def window_weights(groups: list[str], cfg: DescriptorConfig) -> np.ndarray | None:
@@ -259,12 +262,12 @@ class DescriptorJob:
             if not ready:
                 continue
             try:
-                descs = list(pooled(phis, weights, cfg).astype(np.float32))
+                descs = list(pooled(phis, weights, cfg, ready).astype(np.float32))
             except Exception:  # noqa: BLE001 - find the culprit: each item alone
                 descs = []
-                for phi, w in zip(phis, weights):
+                for item_id, phi, w in zip(ready, phis, weights):
                     try:
-                        descs.append(pooled([phi], [w], cfg)[0].astype(np.float32))
+                        descs.append(pooled([phi], [w], cfg, [item_id])[0].astype(np.float32))
                     except Exception as exc:  # noqa: BLE001 - fails this item only
                         descs.append(exc)
             for item_id, source, desc in zip(ready, sources, descs):

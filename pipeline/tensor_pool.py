@@ -551,7 +551,7 @@ def hot_descriptors(phis: Sequence[np.ndarray], *, order: int,
                     epn: str | SpectralFunction = "maxexp",
                     epn_params: Mapping[str, Any] | None = None, spectrum_norm: str = "sum",
                     weights: Sequence[np.ndarray] | None = None,
-                    center: bool = False) -> np.ndarray:
+                    center: bool = False, names: Sequence[str] | None = None) -> np.ndarray:
     """hot_descriptor for each video: phis, a list of (N_b, d) -> (B, n_unique).
 
     N_b may differ between videos (eta='N' then differs too); d must not. weights: a list of
@@ -561,7 +561,8 @@ def hot_descriptors(phis: Sequence[np.ndarray], *, order: int,
     Consecutive videos with equal N are stacked into shared numpy calls, and stacks run on as
     many threads as BLAS has (_stacks, _run_all); rows equal lone hot_descriptor calls to
     rounding (BLAS sums in another order with another thread count).
-    Degenerate videos (ours) are named by their index: a warning for an all-zero descriptor
+    Degenerate videos (ours) are named (by `names`, else their index): a warning for an all-zero
+    descriptor
     (nothing to pool) and for TO ties (_tied: the result depends on eigh's basis), a
     ValueError for a descriptor that leaves the dtype's range.
     """
@@ -604,15 +605,18 @@ def hot_descriptors(phis: Sequence[np.ndarray], *, order: int,
                                               out[b0:b1], scratch)
 
     _run_all(run, len(stacks), threads)
-    _check_descriptors(out, tied, order=order, center=center, spectrum_norm=spectrum_norm)
+    _check_descriptors(out, tied, order=order, center=center, spectrum_norm=spectrum_norm,
+                       names=names)
     return out
 
 
 def _check_descriptors(out: np.ndarray, tied: np.ndarray, *, order: int, center: bool,
-                       spectrum_norm: str) -> None:
+                       spectrum_norm: str, names: Sequence[str] | None = None) -> None:
     """Raise for descriptors out (B, n) that left the range of out's dtype; warn for all-zero ones
-    and for TO ties (tied (B,)), naming the videos by their index in the batch."""
+    and for TO ties (tied (B,)), naming the videos (by names, else their index in the batch)."""
     def which(mask: np.ndarray) -> str:
+        if names is not None:
+            return ", ".join(str(names[i]) for i in np.flatnonzero(mask))
         return f"videos {np.flatnonzero(mask).tolist()} of {len(mask)}"
 
     finite = np.isfinite(out).all(axis=1)

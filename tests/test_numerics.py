@@ -388,3 +388,14 @@ def test_stage2_a_centred_single_window_warns_or_fails(stage1, config):
     run = run_stage2(ecfg, config, "center=True")
     for item_id in ids:
         check_item(item_id, run, degenerate=True)
+
+
+def test_warnings_name_the_videos(caplog):
+    """Stage 2 passes its item ids: a tie or a zero descriptor is reported by video, not by its
+    position in a batch."""
+    with caplog.at_level(logging.WARNING):
+        hot_descriptors([windows(5), np.eye(D)[:4]], order=3, epn="none",
+                        names=["Run/clip_1.mp4", "Jump/tied.mp4"])
+        hot_descriptors([np.zeros((3, D))], order=2, epn="none", names=["Sit/zero.mp4"])
+    text = " ".join(warned(caplog))
+    assert "Jump/tied.mp4" in text and "Run/clip_1.mp4" not in text and "Sit/zero.mp4" in text
