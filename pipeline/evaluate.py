@@ -23,7 +23,7 @@ from sklearn.svm import LinearSVC
 from tqdm import tqdm
 
 from pipeline.cache import (StageError, atomic_path, digest, library_versions, stage_dir, stage_key,
-                            write_json)
+                            sweep_temporary, write_json)
 from pipeline.config import DescriptorConfig, EvaluateConfig, ExtractConfig, key_params
 from pipeline.datasets import TEST, TRAIN, Dataset
 from pipeline.descriptors import VIEW, descriptors_dir, view_current
@@ -311,6 +311,7 @@ def evaluate(ecfg: ExtractConfig, dcfg: DescriptorConfig, cfg: EvaluateConfig,
         return folder, json.loads((folder / "results.json").read_text())
     log.info("evaluating %s on %s: descriptors read from the cache, no stage-1 or stage-2 work "
              "(%s)", method, dataset.identity, upstream)
+    sweep_temporary(folder)                       # what killed runs left (never a live one's)
     gram = None
     y = label_matrix(dataset, ids)
     ledger, protocol = ledger_of(ecfg, cfg), PROTOCOLS.get(dataset.name, "splits")

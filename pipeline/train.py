@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.attention import build_attention, load_attention
 from pipeline.cache import (StageError, atomic_path, digest, item_path, library_versions,
-                            stage_dir, stage_key, stage_lock, write_json)
+                            stage_dir, stage_key, stage_lock, sweep_temporary, write_json)
 from pipeline.config import (DescriptorConfig, EvaluateConfig, ExtractConfig, TrainConfig,
                              key_params)
 from pipeline.datasets import TEST, TRAIN
@@ -306,6 +306,7 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
     cache = {"features": str(inp.folder), "sketched": str(upstream), "train": str(folder)}
     per_split = {}
     with stage_lock(folder):                          # one training run per folder at a time
+        sweep_temporary(folder)                       # what killed runs left (never a live one's)
         for name, split in splits.items():
             out = folder / name
             if not (out / RESULT_FILE).is_file():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -218,3 +219,22 @@ def test_attention_over_map_cells_trains_exports_maps_and_predicts(tiny_root, tm
     no_maps = [a for a in args if not a.startswith("pool=")]
     extract_features(parse_overrides(no_maps, *CONFIGS)[0])
     assert train_stage.main(no_maps) != 0                           # names pool=('mean','map')
+
+
+def test_a_training_run_sweeps_what_killed_runs_left(setup, tmp_path):
+    """A killed training run can leave `.result.json.tmp-<pid>-<tid>@<host>` in a split folder;
+    the next run removes it (its writer is dead), never a live writer's."""
+    from pipeline.cache import HOST
+    from tests.test_reliability import dead_pid
+    root, args = setup
+    assert train_stage.main([*args, "attention=none", "head=linear", "max_epochs=1"]) == 0
+    folder = train_folder(tmp_path / "cache")
+    dead = dead_pid()
+    left = folder / "f2" / f".result.json.tmp-{dead}-{dead}@{HOST}"
+    live = folder / "f2" / f".weights.h5.tmp-{os.getpid()}-1@{HOST}"
+    for path in (left, live):
+        path.write_text("partial")
+    (folder / "f2" / "result.json").unlink()
+    (folder / "results.json").unlink()
+    assert train_stage.main([*args, "attention=none", "head=linear", "max_epochs=1"]) == 0
+    assert not left.exists() and live.exists()
