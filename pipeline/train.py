@@ -263,6 +263,7 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
     """
     if ecfg.shard != "1/1":
         raise ValueError(f"shard={ecfg.shard}: training uses every video; run it without shard=")
+    tag = head_tag(vcfg)                              # settings checked before any work
     sketch, inp = compute_sketched(ecfg, dcfg)
     upstream, dataset = sketch.folder, inp.dataset
     ids = sketched_ids(upstream, inp.sources)
@@ -271,7 +272,6 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
     sources = {i: inp.sources[i] for i in ids}
     splits = dataset.splits()
     clf = build_classifier(ecfg, dcfg, tcfg)          # validates the combination up front
-    tag = head_tag(vcfg)
     params = {**key_params(tcfg), **(pooling_params(dcfg) if tcfg.attention in GROUP_INPUT else {}),
               "splits": digest(splits), "items": digest(sources)}
     params = {k: v for k, v in params.items() if tcfg.attention in OWNERS.get(k, (tcfg.attention,))}

@@ -82,6 +82,14 @@ def finite_or_clear_error(phi: np.ndarray, order: int, epn: str, caplog, *, cent
     return out
 
 
+def nonzero_and_exact(phi: np.ndarray, order: int, epn: str, caplog) -> np.ndarray:
+    """finite_or_clear_error that must give a nonzero descriptor equal to the exact one."""
+    out = finite_or_clear_error(phi, order, epn, caplog)
+    assert out is not None and np.any(out)
+    np.testing.assert_allclose(out, exact(phi, order, epn), atol=1e-6 * np.abs(out).max())
+    return out
+
+
 # ================================================================ unit: hot_descriptors + epn
 
 @pytest.mark.parametrize("epn", EPNS)
@@ -95,18 +103,14 @@ def test_rank_deficient_windows_match_the_exact_descriptor(order, epn, shape, ca
     rng = np.random.default_rng(1)
     phi = unit(rng.standard_normal((n, rank)) @ rng.standard_normal((rank, D)))
     assert np.linalg.matrix_rank(phi) == rank
-    out = finite_or_clear_error(phi, order, epn, caplog)
-    assert out is not None and np.any(out)
-    np.testing.assert_allclose(out, exact(phi, order, epn), atol=1e-6 * np.abs(out).max())
+    nonzero_and_exact(phi, order, epn, caplog)
 
 
 @pytest.mark.parametrize("epn", EPNS)
 @pytest.mark.parametrize("order", ORDERS)
 def test_a_single_window(order, epn, caplog):
     phi = windows(1)
-    out = finite_or_clear_error(phi, order, epn, caplog)
-    assert out is not None and np.any(out)
-    np.testing.assert_allclose(out, exact(phi, order, epn), atol=1e-6 * np.abs(out).max())
+    nonzero_and_exact(phi, order, epn, caplog)
 
 
 @pytest.mark.parametrize("epn", EPNS)
@@ -114,9 +118,7 @@ def test_a_single_window(order, epn, caplog):
 def test_identical_windows(order, epn, caplog):
     """N copies of one window: X has rank 1 and d - 1 equal (zero) eigenvalues."""
     phi = np.repeat(windows(1, seed=3), 5, axis=0)
-    out = finite_or_clear_error(phi, order, epn, caplog)
-    assert out is not None and np.any(out)
-    np.testing.assert_allclose(out, exact(phi, order, epn), atol=1e-6 * np.abs(out).max())
+    nonzero_and_exact(phi, order, epn, caplog)
 
 
 @pytest.mark.parametrize("epn", EPNS)
@@ -154,9 +156,7 @@ def test_identical_eigenvalues_so(case, epn, caplog):
     """Orthonormal windows: equal eigenvalues, eigenvectors any basis of their space; SO EPN
     does not depend on the basis eigh returns, so it rotates with the windows."""
     phi = TIED[case]
-    out = finite_or_clear_error(phi @ ROTATION.T, 2, epn, caplog)
-    assert out is not None and np.any(out)
-    np.testing.assert_allclose(out, exact(phi @ ROTATION.T, 2, epn), atol=1e-6 * np.abs(out).max())
+    out = nonzero_and_exact(phi @ ROTATION.T, 2, epn, caplog)
     np.testing.assert_allclose(out, rotated(hot_descriptors([phi], order=2, epn=epn)[0], ROTATION, 2),
                                atol=1e-9 * np.abs(out).max())
 

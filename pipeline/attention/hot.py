@@ -258,16 +258,27 @@ class HoTModule(nn.Module):
         # sqrt(p)), the linear layer is
         #   W_c . r + b_c = <U_c, E>_F / ||E||_F + b_c.
         # U (C, d^2): the rows U_c flattened.
-        W = self.classifier.weight
-        sqrt_p = torch.as_tensor(np.sqrt(pack_weights(self.d, 2)), dtype=W.dtype, device=W.device)
-        U = (W / sqrt_p).index_select(1, self._unpack_index)
+        U = self.unpacked_weight()
         # ||E||_F is taken in the range basis (Q orthonormal): a (k, k) norm, not a (d, d) one.
         parts = []
         for pos, cache, w in self._same_shaped(caches):
             Ek = _so_range(cache, w, self.fn, self.spectrum_norm)
-            norm = Ek.flatten(1).norm(dim=1, keepdim=True).clamp_min(1e-12)  # F.normalize's eps
-            parts.append((pos, F.linear(_lift(cache, Ek).flatten(1), U) / norm))
+            parts.append((pos, self.so_logits(_lift(cache, Ek).flatten(1), U, Ek.flatten(1))))
         return self._in_order(parts) + self.classifier.bias
+
+    def unpacked_weight(self) -> torch.Tensor:
+        """SO: U (C, d^2), the rows U_c = unpack(W_c / sqrt(p)) flattened (see forward)."""
+        W = self.classifier.weight
+        sqrt_p = torch.as_tensor(np.sqrt(pack_weights(self.d, 2)), dtype=W.dtype, device=W.device)
+        return (W / sqrt_p).index_select(1, self._unpack_index)
+
+    @staticmethod
+    def so_logits(flat: torch.Tensor, U: torch.Tensor, same_norm: torch.Tensor) -> torch.Tensor:
+        """<U_c, E>_F / ||E||_F (no bias) of flattened EPN tensors flat (b, d^2); the norm is
+        taken of same_norm (b, m), any flattening with E's Frobenius norm (e.g. its range-basis
+        form)."""
+        norm = same_norm.norm(dim=1, keepdim=True).clamp_min(1e-12)   # as F.normalize's eps
+        return F.linear(flat, U) / norm
 
 
 # --------------------------------------------------------------------------------------------

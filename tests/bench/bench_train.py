@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -42,7 +41,6 @@ from pipeline.datasets.synthetic import SyntheticDataset  # noqa: E402
 from pipeline.evaluate import label_matrix  # noqa: E402
 from pipeline.features import extract_features  # noqa: E402
 from pipeline.heads.base import make_optimizer  # noqa: E402
-from pipeline.tensor_pool import pack_weights  # noqa: E402
 from pipeline.sketched import compute_sketched, load_sketched, sketched_ids  # noqa: E402
 
 log = logging.getLogger("bench_train")
@@ -111,7 +109,6 @@ def main() -> int:
             opt.step()
 
     fn = clf._spectral()
-    sqrt_p = torch.as_tensor(np.sqrt(pack_weights(d, 2)), dtype=torch.float32)
     probe = torch.randn(d, d, generator=torch.Generator().manual_seed(1))   # a fixed linear loss
 
     def epn(cache) -> None:
@@ -129,11 +126,9 @@ def main() -> int:
              for pos, batch in data.batches(np.arange(n), clf.batch_size)]
 
     def classifier() -> None:                           # the linear softmax on fixed EPN tensors
-        W, b = module.classifier.weight, module.classifier.bias
         for pos, tensors in fixed:
-            U = (W / sqrt_p).index_select(1, module._unpack_index)
             flat = torch.cat([E.flatten(1) for E in tensors])
-            logits = F.linear(flat, U) / flat.norm(dim=1, keepdim=True) + b
+            logits = module.so_logits(flat, module.unpacked_weight(), flat) + module.classifier.bias
             torch.nn.functional.cross_entropy(logits, targets[pos]).backward()
 
     def epn_per_video() -> None:
