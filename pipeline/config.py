@@ -321,6 +321,8 @@ class TrainConfig:
                                         # (arid_train: 93.3 vs 92.7 at 1e-3)
     weight_decay: Any = (0.0, 1e-3)     # a grid chosen on the validation part carved from each
                                         # split's training part (never the test part)
+    train_batch: int = 16               # videos per training step (not `batch_size`: that key is
+                                        # ExtractConfig's windows per forward pass)
     max_epochs: int = 100               # upper bound; early stopping usually ends sooner
     patience: int = 10                  # epochs without a better validation loss before stopping
     train_seed: int = 0                 # seeds initialisation, shuffling and the validation part
@@ -356,7 +358,7 @@ class TrainConfig:
                              f"values (a grid)")
         object.__setattr__(self, "weight_decay",
                            tuple(float(v) for v in grid) if len(grid) > 1 else float(grid[0]))
-        for name in ("max_epochs", "patience", "top_k", "rank", "maps", "queries"):
+        for name in ("max_epochs", "patience", "top_k", "rank", "maps", "queries", "train_batch"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r} must be an integer >= 1")

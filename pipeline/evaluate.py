@@ -132,12 +132,20 @@ def training_coordinates(K: np.ndarray, train: np.ndarray, *, rtol: float = 1e-1
     bias and the L2 penalty are invariant to the rotation). A dropped direction holds less than
     rtol of the largest eigenvalue. Columns are ordered by decreasing eigenvalue."""
     train = np.asarray(train, dtype=bool)
-    lam, V = np.linalg.eigh(K[np.ix_(train, train)])
+    return K[:, train] @ coordinate_basis(K[np.ix_(train, train)], rtol=rtol)
+
+
+def coordinate_basis(K_tt: np.ndarray, *, rtol: float = 1e-10) -> np.ndarray:
+    """A = V diag(lam^-1/2) (n_train, r) of training_coordinates, from the training rows' Gram
+    matrix K_tt: z = K(x, train) A, and Q = x_train^T A is the basis itself (D, r), with which a
+    head fitted on z becomes a head on rows x (heads' in_basis). All-zero training rows: one zero
+    column (no direction)."""
+    lam, V = np.linalg.eigh(K_tt)
     keep = lam > rtol * max(float(lam.max(initial=0.0)), 0.0)
-    if not keep.any():                           # all training rows are zero: no direction
-        return np.zeros((len(K), 1))
+    if not keep.any():
+        return np.zeros((len(K_tt), 1))
     lam, V = lam[keep][::-1], V[:, keep][:, ::-1]
-    return K[:, train] @ (V / np.sqrt(lam))
+    return V / np.sqrt(lam)
 
 
 def single_C(cfg: EvaluateConfig) -> float:
@@ -149,17 +157,22 @@ def single_C(cfg: EvaluateConfig) -> float:
 
 
 def fit_scores(x, y: np.ndarray, train: np.ndarray, test: np.ndarray, *,
-               metric: str, cfg: EvaluateConfig, seed: int = 0) -> tuple[np.ndarray, dict]:
+               metric: str, cfg: EvaluateConfig, seed: int = 0,
+               keep: dict | None = None) -> tuple[np.ndarray, dict]:
     """Class scores (n_test, C) of a head trained on the train rows, and its chosen settings.
     x: prepared rows (n, D) or their Gram. mAP (multi-label) uses one-vs-rest linear SVMs;
-    accuracy any registered head.
+    accuracy any registered head, which `keep` (a dict) receives with its coordinate basis:
+    keep["head"] fitted on z = K(x, train) keep["basis"] (see coordinate_basis).
 
     Every head sees the videos through training_coordinates (n, r <= n_train): for the SVM and
     logistic regression (L2-regularised, linear) that is the full-width model exactly; the torch
     heads (linear, mlp) are trained on these coordinates too (ours: Adam's per-coordinate steps
     and the layers' initialisation are not rotation invariant, so they are not the D-wide torch
     models, which a D of 2.8M would make impractical anyway)."""
-    z = training_coordinates(as_gram(x), train)
+    K = as_gram(x)
+    train = np.asarray(train, dtype=bool)
+    basis = coordinate_basis(K[np.ix_(train, train)])
+    z = K[:, train] @ basis
     if metric == "map":
         svm = LinearSVC(C=single_C(cfg), dual="auto",
                         max_iter=10000)
@@ -169,6 +182,8 @@ def fit_scores(x, y: np.ndarray, train: np.ndarray, test: np.ndarray, *,
     head = build_head(cfg.head, seed=seed, **params).fit(z[train], y[train].argmax(1))
     scores = np.full((int(test.sum()), y.shape[1]), -np.inf)
     scores[:, head.classes_] = head.decision_function(z[test])
+    if keep is not None:
+        keep.update(head=head, basis=basis)
     return scores, dict(getattr(head, "chosen_params_", {}))
 
 
@@ -203,13 +218,13 @@ def fused_scores(x, y: np.ndarray, train: np.ndarray, test: np.ndarray,
 
 def score_split(x, y: np.ndarray, split: dict[str, str], ids: list[str], *,
                 metric: str, cfg: EvaluateConfig, classes: tuple[str, ...] = (),
-                idt=None) -> dict:
+                idt=None, keep: dict | None = None) -> dict:
     """Train on the split's train items that have descriptors, score its test items.
     x: prepared rows (n, D) or their Gram (n, n), rows in the order of ids.
 
     Returns score, counts (n_train, n_test, and the split's videos without a descriptor:
     missing_train, missing_test), per-class scores, the confusion matrix and each test video's
-    prediction and class scores."""
+    prediction and class scores. keep: as fit_scores (not with idt)."""
     have = set(ids)
     missing = {role: sum(1 for i, r in split.items() if r == role and i not in have)
                for role in (TRAIN, TEST)}
@@ -225,7 +240,7 @@ def score_split(x, y: np.ndarray, split: dict[str, str], ids: list[str], *,
         test_ids = [i for i, t in zip(ids, test) if t]
         scores, chosen = fused_scores(x, y, train, test, idt(train_ids, test_ids), cfg=cfg)
     else:
-        scores, chosen = fit_scores(x, y, train, test, metric=metric, cfg=cfg)
+        scores, chosen = fit_scores(x, y, train, test, metric=metric, cfg=cfg, keep=keep)
     test_ids = [i for i, t in zip(ids, test) if t]
     return {"n_train": int(train.sum()), "n_test": int(test.sum()),
             "missing_train": missing[TRAIN], "missing_test": missing[TEST], "chosen": chosen,

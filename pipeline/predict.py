@@ -21,7 +21,7 @@ from pipeline.backbones import builder_module
 from pipeline.cache import (StageError, StageResult, atomic_path, digest, read_manifest, stage_lock,
                             up_to_date)
 from pipeline.runner import run_items
-from pipeline.config import DescriptorConfig, ExtractConfig, TrainConfig
+from pipeline.config import DescriptorConfig, EvaluateConfig, ExtractConfig, TrainConfig
 from pipeline.datasets import Dataset, Item
 from pipeline.datasets.check import is_video
 from pipeline.descriptors import FeatureInput
@@ -29,7 +29,10 @@ from pipeline.features import (STAGE, STAGE_VERSION, build_encoders, extract_ite
                                flow_cache_of, stream_weights, window_groups)
 from pipeline.parallel import worker_state
 from pipeline.sketched import compute_sketched, load_sketched, sketched_ids
-from pipeline.train import CONFIG_FILE, cell_inputs, samples
+from pipeline.heads import PARAMS_FILE, load_head
+from pipeline.tensor_pool import unit_rows
+from pipeline.train import (CONFIG_FILE, cell_inputs, head_folder, head_tag, learned_rows,
+                            samples)
 
 log = logging.getLogger(__name__)
 RUNTIME = ("root", "cache_root", "device", "batch_size", "backend", "workers", "scheduler")
@@ -138,28 +141,50 @@ def model_folder(path: str | Path) -> Path:
                      f"split folder written by `make train`")
 
 
+def trained_head(folder: Path, vcfg: EvaluateConfig):
+    """The head vcfg names for the model in `folder`: None for head=linear (the model's own
+    softmax layer), else the saved head (train.head_folder); a clear error when it is absent."""
+    tag = head_tag(vcfg)
+    if tag == "linear":
+        return None
+    where = head_folder(folder, tag)
+    if (where / PARAMS_FILE).is_file():
+        return load_head(where)
+    have = sorted(p.parent.name for p in (folder / "heads").glob(f"*/{PARAMS_FILE}"))
+    raise ValueError(f"{folder} has no fitted {vcfg.head} head with these settings ({tag}; "
+                     f"saved: {', '.join(have) or 'none'}). Run the `make train` command that "
+                     f"trained this model with head={vcfg.head} (it reuses the model and saves "
+                     f"the head), pass the head settings it was trained with, or use head=linear "
+                     f"(the softmax layer trained with the pooling)")
+
+
 def _rebuild(cls, recorded: dict, **override):
     """A config dataclass from its JSON record (unknown fields ignored) with `override`."""
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{**{k: v for k, v in recorded.items() if k in names}, **override})
 
 
-def predict(ecfg: ExtractConfig, tcfg: TrainConfig) -> tuple[Path, list[dict]]:
-    """Top-k classes of tcfg.videos by the model at tcfg.model -> (CSV path, rows). Rows: video,
-    rank (1 = best), class, score (the model's logit) and probability (softmax over classes).
+def predict(ecfg: ExtractConfig, tcfg: TrainConfig, vcfg: EvaluateConfig
+            ) -> tuple[Path, list[dict]]:
+    """Top-k classes of tcfg.videos by the model at tcfg.model and the head vcfg names ->
+    (CSV path, rows). Rows: video, rank (1 = best), class, score and probability (None where the
+    head gives none: the SVM). head=linear is the softmax layer trained with the pooling; any
+    other head is the one `make train head=...` fitted on the model's learned representation
+    (train.score_head), which must exist with the same head settings.
     Stage 1 and the sketched windows use the model's recorded settings; from `ecfg` only where
     data lives and how fast it runs (RUNTIME)."""
     if not tcfg.model or not tcfg.videos:
         raise ValueError("predict needs model=<trained model folder> and videos=<folder or files>")
     folder = model_folder(tcfg.model)
+    head = trained_head(folder, vcfg)                 # before any work: it may be missing
     info = json.loads((folder / CONFIG_FILE).read_text())
     e = _rebuild(ExtractConfig, info["extract"], shard="1/1",
                  **{k: getattr(ecfg, k) for k in RUNTIME})
     d = _rebuild(DescriptorConfig, info["descriptors"])
     attention = info["train"]["attention"]
     videos = VideoSet(tcfg.videos)
-    log.info("predicting %d videos with %s (%s, split %s)", len(videos.items()), folder,
-             info["method"], info["split"])
+    log.info("predicting %d videos with %s (%s, split %s), head %s", len(videos.items()), folder,
+             info["method"], info["split"], vcfg.head)
     result = extract_videos(e, videos)
     if not result.ok:
         log.error("%d videos failed in stage 1 and get no prediction: %s", len(result.failures),
@@ -179,16 +204,20 @@ def predict(ecfg: ExtractConfig, tcfg: TrainConfig) -> tuple[Path, list[dict]]:
     if info["train"].get("positions") == "cells":
         windows = cell_inputs(inp, ids, group_names)
     clf = load_attention(folder)
-    scores = clf.decision_function(samples(attention, windows, info.get("levels")))
-    probs = np.exp(scores - scores.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
+    if head is None:
+        x, head = samples(attention, windows, info.get("levels")), clf
+    else:                                   # the head reads l2-normalised learned rows
+        x = unit_rows(learned_rows(clf, attention, windows, info.get("levels")).astype(np.float64))
+    scores = head.decision_function(x)
+    probs = head.predict_proba(x) if hasattr(head, "predict_proba") else None
     classes = info["classes"]
     k = min(tcfg.top_k, scores.shape[1])
     rows = []
-    for item_id, s, p in zip(ids, scores, probs):
+    for n, (item_id, s) in enumerate(zip(ids, scores)):
         for rank, c in enumerate(np.argsort(-s, kind="stable")[:k], start=1):
-            rows.append({"video": item_id, "rank": rank, "class": classes[int(clf.classes_[c])],
-                         "score": round(float(s[c]), 5), "probability": round(float(p[c]), 5)})
+            rows.append({"video": item_id, "rank": rank, "class": classes[int(head.classes_[c])],
+                         "score": round(float(s[c]), 5),
+                         "probability": None if probs is None else round(float(probs[n, c]), 5)})
     out = folder / f"predictions-{videos.set_name}.csv"
     with atomic_path(out) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["video", "rank", "class", "score", "probability"])

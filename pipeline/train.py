@@ -22,6 +22,7 @@ from pipeline.datasets import TEST, TRAIN
 from pipeline.descriptors import read_parts
 from pipeline.evaluate import (PROTOCOLS, Gram, gram_matrix, label_matrix, ledger_of, method_name,
                                score_split, summarise)
+from pipeline.heads import PARAMS_FILE
 from pipeline.metrics import METRICS
 from pipeline.report import paper_table
 from pipeline.sketched import compute_sketched, load_sketched, sketched_ids
@@ -62,8 +63,9 @@ def build_classifier(ecfg: ExtractConfig, dcfg: DescriptorConfig, tcfg: TrainCon
         raise ValueError(f"attention={tcfg.attention} pools second- or third-order tensors; "
                          f"use order=2 or order=3 (or attention=ap for first-order pooling)")
     return build_attention(tcfg.attention, **PARAMS[tcfg.attention](dcfg, tcfg), lr=tcfg.lr,
-                           weight_decay=tcfg.weight_decay, max_epochs=tcfg.max_epochs,
-                           patience=tcfg.patience, seed=tcfg.train_seed, device=ecfg.device)
+                           weight_decay=tcfg.weight_decay, batch_size=tcfg.train_batch,
+                           max_epochs=tcfg.max_epochs, patience=tcfg.patience,
+                           seed=tcfg.train_seed, device=ecfg.device)
 
 
 def samples(attention: str, videos: list[tuple[np.ndarray, np.ndarray]],
@@ -177,18 +179,31 @@ def learned_rows(clf, attention: str, videos: list, levels: list[int] | None = N
     return out
 
 
-def score_head(model: Path, vcfg: EvaluateConfig, attention: str, *, split: dict[str, str],
-               ids: list[str], videos: list, y: np.ndarray, metric: str,
+def head_folder(model: Path, tag: str) -> Path:
+    """Where a split's model keeps the head `tag` fitted on its learned representation."""
+    return model / "heads" / tag
+
+
+def score_head(model: Path, vcfg: EvaluateConfig, attention: str, *, tag: str,
+               split: dict[str, str], ids: list[str], videos: list, y: np.ndarray, metric: str,
                classes: tuple[str, ...], levels: list[int] | None = None) -> dict:
     """The head vcfg.head fitted on the trained model's learned representation (transform) of the
     split's training videos and scored on its test videos, as evaluate scores descriptors: on the
-    Gram matrix of the l2-normalised rows, C by cross-validation on the training part only."""
+    Gram matrix of the l2-normalised rows, C by cross-validation on the training part only.
+    The head is saved in head_folder(model, tag) as a head on the l2-normalised learned rows
+    (in_basis, exact), which predict reads; multi-label datasets (one-vs-rest SVMs) save none."""
     start = time.perf_counter()
     pos = [p for p, i in enumerate(ids) if split.get(i) in (TRAIN, TEST)]
     rows = learned_rows(load_attention(model), attention, [videos[p] for p in pos], levels)
     K = gram_matrix(rows, d=rows.shape[1], order=1)          # cosine: l2-normalised rows
+    fitted: dict = {}
     result = score_split(Gram(K), y[pos], split, [ids[p] for p in pos], metric=metric, cfg=vcfg,
-                         classes=classes)
+                         classes=classes, keep=fitted)
+    if fitted:                                # z = x_hat X_hat_train^T A, X_hat = X / ||X||
+        train = np.array([split.get(ids[p]) == TRAIN for p in pos])
+        norms = np.linalg.norm(rows[train].astype(np.float64), axis=1)
+        A = fitted["basis"] / np.where(norms > 0, norms, 1.0)[:, None]
+        fitted["head"].in_basis(rows[train], A).save(head_folder(model, tag))
     return {**result, "wall_time": time.perf_counter() - start}
 
 
@@ -321,11 +336,13 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
                               model_config=model_config)
                 write_json(out / RESULT_FILE, r)  # the split's file first, then its one record
             path = out / RESULT_FILE if tag == "linear" else out / "heads" / f"{tag}.json"
-            if not path.is_file():
+            saved = tag == "linear" or dataset.metric == "map" or \
+                (head_folder(out, tag) / PARAMS_FILE).is_file()
+            if not path.is_file() or not saved:   # (heads scored before they were saved too)
                 log.info("%s: %s on the learned representation of the trained model (%s)",
                          name, vcfg.head, out)
-                write_json(path, score_head(out, vcfg, tcfg.attention, split=split, ids=ids,
-                                            videos=videos, y=y, metric=dataset.metric,
+                write_json(path, score_head(out, vcfg, tcfg.attention, tag=tag, split=split,
+                                            ids=ids, videos=videos, y=y, metric=dataset.metric,
                                             classes=dataset.classes, levels=levels))
             r = json.loads(path.read_text())
             if not ledger.records(config_key=row_key, split=name):  # a kill between: add it

@@ -232,3 +232,29 @@ def test_precomputed_svm_save_load(tmp_path):
     loaded = load_head(head.save(tmp_path / "svm"))
     np.testing.assert_array_equal(loaded.decision_function(K), head.decision_function(K))
     assert loaded.cv_scores_ == head.cv_scores_
+
+
+@pytest.mark.parametrize("name", list(HEADS))
+def test_a_head_fitted_on_training_coordinates_becomes_the_same_head_on_rows(name, tmp_path):
+    """in_basis: a head fitted on z = x rows^T A (evaluate's training coordinates, r << D) is
+    made a head on the D-wide rows x with the same scores, and saves and loads as one."""
+    from pipeline.evaluate import coordinate_basis
+    X, y = _problem(n=90, D=40)
+    X = X.astype(np.float64)
+    train = np.arange(len(X)) < 60
+    A = coordinate_basis(X[train] @ X[train].T)
+    Z = X @ X[train].T @ A
+    head = build_head(name, **FAST[name]).fit(Z[train].astype(np.float32), y[train])
+    expected = head.decision_function(Z[~train].astype(np.float32))
+    wide = load_head(head.in_basis(X[train].astype(np.float32), A).save(tmp_path / name))
+    assert wide.n_features_in_ == 40
+    np.testing.assert_allclose(wide.decision_function(X[~train].astype(np.float32)), expected,
+                               atol=1e-4 * np.abs(expected).max())
+
+
+def test_in_basis_refuses_a_precomputed_kernel_svm():
+    X, y = _problem(n=30)
+    K = X.astype(np.float64) @ X.T
+    head = build_head("svm", C=1.0, kernel="precomputed").fit(K, y)
+    with pytest.raises(ValueError, match="kernel rows"):
+        head.in_basis(X, np.eye(30))

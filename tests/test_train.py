@@ -162,6 +162,39 @@ def test_predict_writes_top_k_and_reuses_its_cache(setup, tmp_path, capsys):
     assert CountingBackbone.calls == 0
 
 
+@pytest.mark.parametrize("head", ["svm", "logreg", "mlp"])
+def test_predict_uses_the_fitted_head_and_gives_its_recorded_scores(setup, tmp_path, head,
+                                                                   caplog):
+    """`make predict head=...` reads the head `make train head=...` fitted on the model's
+    learned representation, saved as a head on the (l2-normalised) learned rows: the scores it
+    gives the split's test videos, run through stages 1 and 2 afresh, are the ones the head
+    scored them with in training. A head never fitted is refused, naming what to run."""
+    root, args = setup
+    cache = tmp_path / "cache"
+    assert train_stage.main([*args, "attention=hot", f"head={head}"]) == 0
+    folder = train_folder(cache)
+    (path,) = folder.glob(f"results-{head}-*.json")
+    tag = json.loads(path.read_text())["head"]
+    recorded = json.loads((folder / "f1" / "heads" / f"{tag}.json").read_text())["predictions"]
+    classes = json.loads((folder / "f1" / "config.json").read_text())["classes"]
+    videos = tuple(str(root / p["id"]) for p in recorded)
+    command = [f"root={str(root)!r}", f"cache_root={str(cache)!r}", "device=cpu",
+               f"model={str(folder / 'f1')!r}", f"videos={videos!r}", f"top_k={len(classes)}"]
+    assert predict_stage.main([*command, f"head={head}"]) == 0
+    (csv_path,) = (folder / "f1").glob("predictions-*.csv")
+    with open(csv_path) as fh:
+        rows = list(csv.DictReader(fh))
+    for p in recorded:
+        mine = {r["class"]: float(r["score"]) for r in rows if r["video"] == Path(p["id"]).name}
+        assert np.allclose([mine[c] for c in classes], p["scores"], atol=2e-4)
+    probability = {r["probability"] for r in rows}
+    assert probability == {""} if head == "svm" else "" not in probability
+    other = "logreg" if head != "logreg" else "svm"
+    caplog.clear()
+    assert predict_stage.main([*command, f"head={other}"]) != 0
+    assert f"head={other}" in caplog.text and "make train" in caplog.text
+
+
 def test_train_config_names_the_key():
     with pytest.raises(ValueError, match="attention="):
         TrainConfig(attention="bogus")
@@ -215,7 +248,7 @@ def test_attention_over_map_cells_trains_exports_maps_and_predicts(tiny_root, tm
     video = str(root / "move_up" / "move_up_000.avi")
     assert predict_stage.main([f"root={str(root)!r}", f"cache_root={str(tmp_path / 'cache')!r}",
                                "device=cpu", f"model={str(folder / 'f1')!r}",
-                               f"videos={(video,)!r}", "top_k=1"]) == 0
+                               f"videos={(video,)!r}", "top_k=1", "head=linear"]) == 0
     no_maps = [a for a in args if not a.startswith("pool=")]
     extract_features(parse_overrides(no_maps, *CONFIGS)[0])
     assert train_stage.main(no_maps) != 0                           # names pool=('mean','map')

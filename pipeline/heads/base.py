@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 __all__ = ["RowSource", "as_row_source", "stratified_holdout", "stratified_folds", "as_grid",
            "encode_labels", "TrainResult", "train_early_stopping", "resolve_device", "torch_dtype",
            "TorchClassifierBase", "TorchRowHead", "RowData", "SampleData", "pad_samples",
-           "ArrayHeadBase", "select_by_cv", "two_columns", "write_json", "read_json",
-           "PARAMS_FILE"]
+           "ArrayHeadBase", "in_training_basis", "select_by_cv", "two_columns", "write_json",
+           "read_json", "PARAMS_FILE"]
 
 PARAMS_FILE = "params.json"   # every saved head/classifier: its class, parameters, fitted metadata
 STATE_FILE = "state.pt"        # torch state dict (torch.load(..., weights_only=True))
@@ -523,11 +523,42 @@ class TorchRowHead(TorchClassifierBase):
     def _forward(self, module, batch):
         return module(batch), None
 
+    def in_basis(self, rows, A) -> "TorchRowHead":
+        """This head, fitted on coordinates z = x rows^T A (see in_training_basis), made the same
+        head on the rows x themselves: its first linear layer W becomes (W A^T) rows (exact, the
+        layer is linear in z). In place; returns self."""
+        check_is_fitted(self, "module_")
+        name = next(n for n, m in self.module_.named_modules() if isinstance(m, nn.Linear))
+        key = f"{name}.weight" if name else "weight"
+        state = self.module_.state_dict()
+        W = in_training_basis(state[key].double().cpu().numpy(), rows, A)
+        state[key] = torch.as_tensor(W, dtype=state[key].dtype, device=state[key].device)
+        self.n_features_in_ = W.shape[1]
+        module = self._build_module(len(self.classes_)).to(self.device_, torch_dtype(self.dtype))
+        module.load_state_dict(state)
+        self.module_ = module.eval()
+        return self
+
     def _meta(self) -> dict:
         return {"n_features_in": self.n_features_in_}
 
     def _set_meta(self, meta: dict) -> None:
         self.n_features_in_ = int(meta["n_features_in"])
+
+
+def in_training_basis(M: np.ndarray, rows, A: np.ndarray, *, chunk: int = 512) -> np.ndarray:
+    """(M A^T) rows (k, D) float64: a linear map M (k, r) on coordinates z = x rows^T A (rows
+    (n, D) the training rows, A (n, r); evaluate.coordinate_basis) as a map on the rows x
+    themselves. rows are read `chunk` at a time in float64 (never all of them)."""
+    M, A = np.asarray(M, dtype=np.float64), np.asarray(A, dtype=np.float64)
+    if M.ndim != 2 or A.ndim != 2 or M.shape[1] != A.shape[1] or A.shape[0] != len(rows):
+        raise ValueError(f"M {M.shape}, A {A.shape}, rows {tuple(rows.shape)}: need M (k, r), "
+                         f"A (n, r) and rows (n, D)")
+    B = M @ A.T
+    out = np.zeros((len(M), rows.shape[1]))
+    for i0 in range(0, len(rows), chunk):
+        out += B[:, i0:i0 + chunk] @ np.asarray(rows[i0:i0 + chunk], dtype=np.float64)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -583,6 +614,18 @@ class ArrayHeadBase(ClassifierMixin, BaseEstimator):
 
     def predict(self, X, indices=None) -> np.ndarray:
         return self.classes_[self.decision_function(X, indices).argmax(axis=1)]
+
+    def in_basis(self, rows, A) -> "ArrayHeadBase":
+        """This head, fitted on coordinates z = x rows^T A (see in_training_basis), made the same
+        head on the rows x themselves: coef_ becomes (coef_ A^T) rows (exact, the scores are
+        linear in z). In place; returns self."""
+        check_is_fitted(self, self._ARRAYS[0])
+        if not hasattr(self, "coef_"):
+            raise ValueError(f"{type(self).__name__} scores kernel rows, not feature rows: "
+                             f"in_basis needs a head linear in its rows (coef_)")
+        self.coef_ = in_training_basis(self.coef_, rows, A)
+        self.n_features_in_ = self.coef_.shape[1]
+        return self
 
     def save(self, path) -> Path:
         """Folder `path`: params.json (class, parameters, classes_, chosen_params_) and

@@ -67,3 +67,11 @@ class LogisticHead(ArrayHeadBase):
         self.n_features_in_ = source.n_features
         self.chosen_params_ = {"C": C}
         return self
+
+    def predict_proba(self, X, indices=None) -> np.ndarray:
+        """Class probabilities (n, C): the softmax of the multinomial scores (a binary model's
+        scores [-s, s] give sigmoid(s), as scikit-learn's)."""
+        s = self.decision_function(X, indices)
+        s = s / 2 if s.shape[1] == 2 else s
+        e = np.exp(s - s.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
