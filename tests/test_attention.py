@@ -179,7 +179,7 @@ def test_group_attention_nonneg_choices():
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("order,nonneg", [(2, "softplus"), (3, "softmax")])
 def test_trained_attention_finds_the_informative_group(order, nonneg):
-    videos, y = _grouped()
+    videos, y = _grouped(n_per_class=24)
     clf = HoTAttentionClassifier(order=order, nonneg=nonneg, max_epochs=40, patience=40)
     clf.fit(videos, y, group_names=["L16_s1", "L16_s2", "L32_s1"])
     test, y_test = _grouped(seed=1)

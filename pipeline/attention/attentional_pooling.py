@@ -84,7 +84,7 @@ class AttentionalPoolingClassifier(PositionClassifierBase):
 
     def __init__(self, *, rank: int = 1, bottom_up: bool = True,
                  per_class_bottom_up: bool = False, mean_over_positions: bool = True,
-                 lr: float = 1e-2, weight_decay=0.0, batch_size: int = 16,
+                 lr: float = 1e-2, weight_decay=0.0, batch_size: int = 32,
                  max_epochs: int = 100, patience: int = 10, validation_fraction: float = 0.2,
                  seed: int = 0, device: str = "cpu", dtype: str = "float32"):
         self.rank = rank

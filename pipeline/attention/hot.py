@@ -326,7 +326,7 @@ class HoTAttentionClassifier(TorchClassifierBase):
                  epn_params: Mapping[str, Any] | None = None, spectrum_norm: str = "sum",
                  center: bool = False, normalize: bool = True, hidden: int = 0,
                  nonneg: str = "softplus", lr: float = 1e-2, weight_decay=0.0,
-                 batch_size: int = 16, max_epochs: int = 100, patience: int = 10,
+                 batch_size: int = 32, max_epochs: int = 100, patience: int = 10,
                  validation_fraction: float = 0.2, seed: int = 0, device: str = "cpu",
                  dtype: str = "float32"):
         self.order = order
@@ -436,7 +436,7 @@ class NoAttentionClassifier(HoTAttentionClassifier):
     def __init__(self, *, order: int = 2, epn: str = "maxexp",
                  epn_params: Mapping[str, Any] | None = None, spectrum_norm: str = "sum",
                  center: bool = False, normalize: bool = True, lr: float = 1e-2,
-                 weight_decay=0.0, batch_size: int = 16, max_epochs: int = 100,
+                 weight_decay=0.0, batch_size: int = 32, max_epochs: int = 100,
                  patience: int = 10, validation_fraction: float = 0.2, seed: int = 0,
                  device: str = "cpu", dtype: str = "float32"):
         self.order = order

@@ -114,7 +114,7 @@ class PyramidAttentionClassifier(PositionClassifierBase):
     """
 
     def __init__(self, *, n_maps: int = 4, fusion: str = "product", beta: float = 1e-4,
-                 gamma: float = 1e-4, lr: float = 1e-2, weight_decay=0.0, batch_size: int = 16,
+                 gamma: float = 1e-4, lr: float = 1e-2, weight_decay=0.0, batch_size: int = 32,
                  max_epochs: int = 100, patience: int = 10, validation_fraction: float = 0.2,
                  seed: int = 0, device: str = "cpu", dtype: str = "float32"):
         self.n_maps = n_maps

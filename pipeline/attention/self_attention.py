@@ -51,7 +51,7 @@ class SelfAttentionClassifier(PositionClassifierBase):
     """
 
     def __init__(self, *, n_queries: int = 1, key_dim: int = 64, value_dim: int = 0,
-                 lr: float = 1e-2, weight_decay=0.0, batch_size: int = 16, max_epochs: int = 100,
+                 lr: float = 1e-2, weight_decay=0.0, batch_size: int = 32, max_epochs: int = 100,
                  patience: int = 10, validation_fraction: float = 0.2, seed: int = 0,
                  device: str = "cpu", dtype: str = "float32"):
         self.n_queries = n_queries
