@@ -321,9 +321,9 @@ def evaluate(ecfg: ExtractConfig, dcfg: DescriptorConfig, cfg: EvaluateConfig,
     key = stage_key(STAGE, STAGE_VERSION, params, upstream=[upstream.name])
     folder = stage_dir(ecfg.cache_root, STAGE, dataset.identity, f"{cfg.head}-{upstream.name}", key)
     method = method_name(ecfg, dcfg, cfg)
-    if (folder / "results.json").is_file():
+    if (folder / "results.json").is_file():     # named as this run names it (name= is no key)
         log.info("evaluation already complete (no stage-1, stage-2 or training work): %s", folder)
-        return folder, json.loads((folder / "results.json").read_text())
+        return folder, {**json.loads((folder / "results.json").read_text()), "method": method}
     log.info("evaluating %s on %s: descriptors read from the cache, no stage-1 or stage-2 work "
              "(%s)", method, dataset.identity, upstream)
     sweep_temporary(folder)                       # what killed runs left (never a live one's)

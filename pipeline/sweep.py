@@ -82,7 +82,7 @@ def run_sweep(grid: str | Path, argv: list[str]) -> tuple[str, list[dict]]:
             failed.append({"row": row, "reason": str(exc)})
             continue
         scores = [v for k, v in results["scores"].items() if k != "mean"]
-        name = vcfg.name or results["method"]          # a cached result keeps its first name
+        name = results["method"]                       # vcfg.name when given
         names[results["config_key"]] = name
         summaries.append({"name": name, "mean": float(np.mean(scores)),
                           "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,

@@ -303,9 +303,9 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
     row_key = key if tag == "linear" else stage_key(STAGE, STAGE_VERSION, {
         **params, "head": key_params(vcfg)}, upstream=[upstream.name])
     stem = results_stem(tag)
-    if (folder / f"{stem}.json").is_file():
+    if (folder / f"{stem}.json").is_file():    # named as this run names it (name= is no key)
         log.info("training already complete (no stage-1, sketching or training work): %s", folder)
-        return folder, json.loads((folder / f"{stem}.json").read_text())
+        return folder, {**json.loads((folder / f"{stem}.json").read_text()), "method": method}
     log.info("training %s on %s: stage 1 read from the cache, no forward pass (%s); sketched "
              "windows from %s", method, dataset.identity, inp.folder, upstream)
     videos, group_names = load_sketched(upstream, ids)

@@ -128,6 +128,28 @@ def test_every_head_reuses_the_trained_models(setup, tmp_path, attention):
     assert len({r["config_key"] for r in ledger.records()}) == 4
 
 
+def test_a_cached_result_takes_the_name_of_the_run_that_asks(setup):
+    """name= labels a run without keying it: a later run reaching the same cached training or
+    evaluation gets its own row name, not the first run's label."""
+    from pipeline.descriptors import compute_descriptors
+    from pipeline.evaluate import evaluate, method_name
+    from pipeline.train import train
+    root, args = setup
+    for extra in (["attention=none", "head=linear"], []):
+        named = parse_overrides([*args, *extra, "name='my label'"], *CONFIGS)
+        plain = parse_overrides([*args, *extra], *CONFIGS)
+        ecfg, dcfg, vcfg, icfg, tcfg = plain
+        if extra:
+            first, again = (train(e, d, v, t)[1] for e, d, v, _, t in (named, plain))
+            expected = method_name(ecfg, dcfg) + " (uniform) [linear]"
+        else:
+            compute_descriptors(ecfg, dcfg)
+            first, again = (evaluate(e, d, v, i)[1] for e, d, v, i, _ in (named, plain))
+            expected = method_name(ecfg, dcfg, vcfg)
+        assert first["method"] == "my label" and again["config_key"] == first["config_key"]
+        assert again["method"] == expected != "my label"
+
+
 def test_train_refuses_idt_fusion(setup):
     root, args = setup
     assert train_stage.main([*args, "idt=on"]) != 0
