@@ -200,10 +200,10 @@ def score_head(model: Path, vcfg: EvaluateConfig, attention: str, *, tag: str,
     result = score_split(Gram(K), y[pos], split, [ids[p] for p in pos], metric=metric, cfg=vcfg,
                          classes=classes, keep=fitted)
     if fitted:                                # z = x_hat X_hat_train^T A, X_hat = X / ||X||
-        train = np.array([split.get(ids[p]) == TRAIN for p in pos])
-        norms = np.linalg.norm(rows[train].astype(np.float64), axis=1)
+        train_rows = rows[[split.get(ids[p]) == TRAIN for p in pos]]
+        norms = np.sqrt(np.einsum("ij,ij->i", train_rows, train_rows, dtype=np.float64))
         A = fitted["basis"] / np.where(norms > 0, norms, 1.0)[:, None]
-        fitted["head"].in_basis(rows[train], A).save(head_folder(model, tag))
+        fitted["head"].in_basis(train_rows, A).save(head_folder(model, tag))
     return {**result, "wall_time": time.perf_counter() - start}
 
 
