@@ -9,8 +9,10 @@ import sys
 import threading
 from typing import Any, Callable, Iterator
 
-from pipeline.config import (DescriptorConfig, EvaluateConfig, ExtractConfig, TrainConfig,
-                             parse_overrides)
+from pipeline.pooling.settings import DescriptorConfig
+from pipeline.learn.settings import EvaluateConfig, TrainConfig
+from pipeline.extract.settings import ExtractConfig
+from pipeline.core.settings import parse_overrides
 from pipeline.idt.settings import IDTConfig
 
 log = logging.getLogger("stages")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.descriptors import compute_descriptors
+from pipeline.pooling.descriptors import compute_descriptors
 from stages.common import report, run
 
 

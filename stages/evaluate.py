@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import sys
 
-from pipeline.config import DescriptorConfig, EvaluateConfig, ExtractConfig
-from pipeline.evaluate import evaluate
+from pipeline.pooling.settings import DescriptorConfig
+from pipeline.learn.settings import EvaluateConfig
+from pipeline.extract.settings import ExtractConfig
+from pipeline.learn.evaluate import evaluate
 from stages.common import EXIT_OK, run
 
 log = logging.getLogger("stages")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.features import extract_features
+from pipeline.extract.features import extract_features
 from stages.common import report, run
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from pipeline.config import EvaluateConfig, ExtractConfig, TrainConfig
-from pipeline.predict import predict
+from pipeline.learn.settings import EvaluateConfig, TrainConfig
+from pipeline.extract.settings import ExtractConfig
+from pipeline.learn.predict import predict
 from stages.common import EXIT_OK, run
 
 log = logging.getLogger("stages")

@@ -7,8 +7,10 @@ import ast
 import logging
 import sys
 
-from pipeline.config import DescriptorConfig, EvaluateConfig, ExtractConfig
-from pipeline.dataset_report import write_report
+from pipeline.pooling.settings import DescriptorConfig
+from pipeline.learn.settings import EvaluateConfig
+from pipeline.extract.settings import ExtractConfig
+from pipeline.results.report import write_report
 from stages.common import EXIT_OK, EXIT_USAGE, run
 
 log = logging.getLogger("stages")

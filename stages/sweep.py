@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from pipeline.sweep import run_sweep
+from pipeline.results.sweep import run_sweep
 from stages.common import EXIT_FAILED_ITEMS, EXIT_OK, EXIT_USAGE, run
 
 log = logging.getLogger("stages")

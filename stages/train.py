@@ -7,8 +7,10 @@ from __future__ import annotations
 import logging
 import sys
 
-from pipeline.config import DescriptorConfig, EvaluateConfig, ExtractConfig, TrainConfig
-from pipeline.train import results_stem, train
+from pipeline.pooling.settings import DescriptorConfig
+from pipeline.learn.settings import EvaluateConfig, TrainConfig
+from pipeline.extract.settings import ExtractConfig
+from pipeline.learn.train import results_stem, train
 from stages.common import EXIT_OK, run
 
 log = logging.getLogger("stages")

@@ -35,10 +35,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import tests.fakes as fakes  # noqa: E402 - registers fake_counting; arm_chaos
-from pipeline.cache import TEMPORARY, h5_valid  # noqa: E402
+from pipeline.core.cache import TEMPORARY, h5_valid  # noqa: E402
 from pipeline.datasets.synthetic import MOTIONS, render_video, write_video  # noqa: E402
-from pipeline.ledger import Ledger  # noqa: E402
-from pipeline.report import paper_table  # noqa: E402
+from pipeline.results.ledger import Ledger  # noqa: E402
+from pipeline.results.tables import paper_table  # noqa: E402
 from stages import descriptors, evaluate, extract, idt, sweep, train  # noqa: E402
 
 # JSON keys that differ between runs of identical output: when and with what it was written, the

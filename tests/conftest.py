@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-# The content-digest memo (pipeline.digests) of the test run lives in a temporary folder, not in
+# The content-digest memo (pipeline.core.digests) of the test run lives in a temporary folder, not in
 # the user's ~/.cache; subprocesses (stage CLIs, the chaos harness) inherit it.
 os.environ["HOT_DIGEST_MEMO"] = str(Path(tempfile.mkdtemp(prefix="hot-digests-")) / "digests.sqlite")
 

@@ -20,8 +20,8 @@ import torch
 
 import pipeline
 import stages
-from pipeline import features
-from pipeline.backbones import BACKBONES, Backbone, InputSpec, WeightsInfo, register
+from pipeline.extract import features
+from pipeline.extract.backbones import BACKBONES, Backbone, InputSpec, WeightsInfo, register
 
 
 class CountingBackbone(Backbone):

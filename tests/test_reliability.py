@@ -21,22 +21,27 @@ import numpy as np
 import pytest
 
 import tests.fakes  # noqa: F401 - registers fake_counting
-from pipeline import cache, features, runner, video
-from pipeline import evaluate as evaluate_module
-from pipeline import train as train_module
-from pipeline.cache import (HOST, StageError, done_ids, h5_valid, item_path, seal, stage_lock,
+from pipeline.core import cache
+from pipeline.extract import features
+from pipeline.core import runner
+from pipeline.extract import video
+from pipeline.learn import evaluate as evaluate_module
+from pipeline.learn import train as train_module
+from pipeline.core.cache import (HOST, StageError, done_ids, h5_valid, item_path, seal, stage_lock,
                             sweep_temporary, up_to_date, writer_alive)
-from pipeline.runner import run_items
-from pipeline.config import (DescriptorConfig, EvaluateConfig, ExtractConfig, TrainConfig,
-                             parse_overrides)
+from pipeline.core.runner import run_items
+from pipeline.pooling.settings import DescriptorConfig
+from pipeline.learn.settings import EvaluateConfig, TrainConfig
+from pipeline.extract.settings import ExtractConfig
+from pipeline.core.settings import parse_overrides
 from pipeline.datasets.synthetic import write_video
-from pipeline.descriptors import compute_descriptors, descriptors_dir, load_view
-from pipeline.evaluate import evaluate, ledger_of
-from pipeline.features import extract_features, features_dir, load_dataset
-from pipeline.flow_cache import FlowCache
-from pipeline.parallel import run_chunk
-from pipeline.train import train
-from pipeline.video import VideoError, VideoReader
+from pipeline.pooling.descriptors import compute_descriptors, descriptors_dir, load_view
+from pipeline.learn.evaluate import evaluate, ledger_of
+from pipeline.extract.features import extract_features, features_dir, load_dataset
+from pipeline.extract.flow_cache import FlowCache
+from pipeline.core.parallel import run_chunk
+from pipeline.learn.train import train
+from pipeline.extract.video import VideoError, VideoReader
 from stages import extract as extract_stage
 from tests.test_stages import snapshot
 
@@ -409,7 +414,7 @@ def crash_after_the_ledger_record(monkeypatch, module, done_file: str) -> None:
 
 def crash_in_the_first_ledger_append(monkeypatch) -> None:
     """The first Ledger.append dies (a kill after the split's file, before its record)."""
-    from pipeline.ledger import Ledger
+    from pipeline.results.ledger import Ledger
     original, calls = Ledger.append, []
 
     def crashing(self, record):

@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 
 import tests.fakes  # noqa: F401 - registers fake_counting
-from pipeline import features
-from pipeline.backbones import build_backbone
-from pipeline.backbones.base import WeightsError
-from pipeline.config import DescriptorConfig, ExtractConfig, parse_overrides
-from pipeline.descriptors import compute_descriptors
-from pipeline.features import extract_features
+from pipeline.extract import features
+from pipeline.extract.backbones import build_backbone
+from pipeline.extract.backbones.base import WeightsError
+from pipeline.pooling.settings import DescriptorConfig
+from pipeline.extract.settings import ExtractConfig
+from pipeline.core.settings import parse_overrides
+from pipeline.pooling.descriptors import compute_descriptors
+from pipeline.extract.features import extract_features
 from stages import extract as extract_stage
 from tests.fakes import CountingBackbone
 

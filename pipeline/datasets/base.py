@@ -11,7 +11,7 @@ import json
 from abc import ABC
 from pathlib import Path
 
-from pipeline.digests import file_digest
+from pipeline.core.digests import file_digest
 
 TRAIN, TEST = "train", "test"
 
@@ -44,7 +44,7 @@ class Item:
     def source(self) -> str:
         """The identity of what this item is computed from, as canonical JSON: id (its path
         relative to the dataset root, so moving the root keeps caches), the file's size and
-        content digest (pipeline.digests: a copied dataset with new mtimes keeps its caches), and
+        content digest (pipeline.core.digests: a copied dataset with new mtimes keeps its caches), and
         the frame range. Every cached item file carries it; a mismatch is redone. A missing or
         unreadable file gives a source no cached file matches (the stage then reports it)."""
         try:

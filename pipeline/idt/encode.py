@@ -13,14 +13,14 @@ from typing import Iterator, Mapping, Sequence
 import h5py
 import numpy as np
 
-from pipeline.cache import (StageError, atomic_path, h5_valid, item_path, stage_key, stage_lock,
+from pipeline.core.cache import (StageError, atomic_path, h5_valid, item_path, stage_key, stage_lock,
                             up_to_date)
-from pipeline.runner import run_items
-from pipeline.config import ExtractConfig
+from pipeline.core.runner import run_items
+from pipeline.extract.settings import ExtractConfig
 from pipeline.idt.fisher import FisherVectorEncoder
 from pipeline.idt.settings import IDTConfig
 from pipeline.idt.stage import idt_folder, load_dataset, required
-from pipeline.parallel import worker_state
+from pipeline.core.parallel import worker_state
 
 log = logging.getLogger(__name__)
 FISHER, FISHER_VERSION = "fisher", 1
@@ -89,7 +89,7 @@ def write_vector(out: Path, *, item_id: str, source: str, vector: np.ndarray) ->
 
 @dataclasses.dataclass(frozen=True)
 class EncodeJob:
-    """Fisher vectors of IDT items as a picklable job (pipeline.parallel): each worker loads the
+    """Fisher vectors of IDT items as a picklable job (pipeline.core.parallel): each worker loads the
     fitted encoder once; a vector file carries its IDT item's source."""
 
     idt: str          # the IDT folder (items/<id>.h5)

@@ -1,6 +1,6 @@
 """Improved dense trajectories as a resumable stage: one HDF5 file per video under
 `<cache_root>/idt/<dataset>/idt-<key12>/`, extracted here or imported from DenseTrackStab's text
-output (`import-<key12>/`), with the loop, locks, shards and backends of stage 1 (pipeline.cache).
+output (`import-<key12>/`), with the loop, locks, shards and backends of stage 1 (pipeline.core.cache).
 """
 from __future__ import annotations
 
@@ -15,16 +15,16 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.cache import StageResult, digest, stage_dir, stage_key, stage_lock, up_to_date
-from pipeline.digests import file_digest
-from pipeline.runner import run_items
-from pipeline.config import ExtractConfig
+from pipeline.core.cache import StageResult, digest, stage_dir, stage_key, stage_lock, up_to_date
+from pipeline.core.digests import file_digest
+from pipeline.core.runner import run_items
+from pipeline.extract.settings import ExtractConfig
 from pipeline.datasets import Dataset, get_dataset
 from pipeline.idt.descriptors import OUTPUT_KEYS
 from pipeline.idt.settings import IDTConfig
 from pipeline.idt.textformat import read_idt_text
 from pipeline.idt.trajectories import extract_idt_video
-from pipeline.parallel import worker_state
+from pipeline.core.parallel import worker_state
 
 log = logging.getLogger(__name__)
 STAGE, IDT_STAGE_VERSION = "idt", 1
@@ -100,7 +100,7 @@ def required(icfg: IDTConfig):
 
 @dataclasses.dataclass(frozen=True)
 class IDTJob:
-    """IDT extraction as a picklable job (pipeline.parallel): each worker indexes the dataset once."""
+    """IDT extraction as a picklable job (pipeline.core.parallel): each worker indexes the dataset once."""
 
     ecfg: ExtractConfig
     icfg: IDTConfig

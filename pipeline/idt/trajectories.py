@@ -14,10 +14,10 @@ from typing import Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
-from pipeline.flow import dis, to_gray
+from pipeline.extract.flow import dis, to_gray
 from pipeline.idt.descriptors import assemble, frame_descriptors, frame_slices
 from pipeline.idt.settings import IDTConfig
-from pipeline.video import VideoReader
+from pipeline.extract.video import VideoReader
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def farneback(config: IDTConfig, levels: int) -> Estimator:
 
 FLOW_ESTIMATORS: dict[str, Callable[[IDTConfig, int], Estimator]] = {
     "farneback": farneback,
-    "dis": lambda config, levels: dis(),   # pipeline.flow's DIS (MEDIUM preset): ~3x faster
+    "dis": lambda config, levels: dis(),   # pipeline.extract.flow's DIS (MEDIUM preset): ~3x faster
 }
 
 
@@ -356,7 +356,7 @@ def extract_idt(frames: Iterable[np.ndarray], config: IDTConfig = IDTConfig(), *
 def extract_idt_video(path: str | Path, config: IDTConfig = IDTConfig(), *,
                       frames: tuple[int, int] | None = None, return_points: bool = False,
                       timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
-    """extract_idt on a video file decoded by pipeline.video.VideoReader, on its frames
+    """extract_idt on a video file decoded by pipeline.extract.video.VideoReader, on its frames
     [start, end) when `frames` is given (a segment; VideoError if it passes the end)."""
     reader = VideoReader(path, frames=frames)
     start = frames[0] if frames is not None else 0

@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pipeline import tensor_pool  # noqa: E402
+from pipeline.pooling import tensor_pool  # noqa: E402
 
 log = logging.getLogger("bench_epn")
 D, N = 128, 64

@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pipeline.video import VideoReader, WindowGroup, cut_windows, window_indices  # noqa: E402
+from pipeline.extract.video import VideoReader, WindowGroup, cut_windows, window_indices  # noqa: E402
 
 log = logging.getLogger("bench_extract")
 GIB = 1024 ** 3
@@ -170,9 +170,9 @@ def timing(paths: list[Path], groups, *, size: int, batch_size: int, repeats: in
            tmp: Path, fps: float, skip_peer: bool) -> dict:
     import torch
 
-    from pipeline.backbones import build_backbone
+    from pipeline.extract.backbones import build_backbone
     from pipeline.datasets.base import Item
-    from pipeline.features import WindowEncoder, extract_items
+    from pipeline.extract.features import WindowEncoder, extract_items
 
     model, _ = build_backbone("x3d_xs", weights="none")
     layer = "res5"
@@ -264,9 +264,9 @@ def rss_worker(path: str, lengths, steps, stride) -> None:
     import h5py
     import torch
 
-    from pipeline.backbones import build_backbone
+    from pipeline.extract.backbones import build_backbone
     from pipeline.datasets.base import Item
-    from pipeline.features import WindowEncoder, extract_items
+    from pipeline.extract.features import WindowEncoder, extract_items
 
     model, _ = build_backbone("x3d_xs", weights="none")
     encoder = WindowEncoder(model, layers=("res5",), pool=("mean",), device=torch.device("cpu"))

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from pipeline.idt import IDTConfig, extract_idt  # noqa: E402
-from pipeline.video import VideoReader, resize_short_side  # noqa: E402
+from pipeline.extract.video import VideoReader, resize_short_side  # noqa: E402
 
 log = logging.getLogger("bench_idt")
 TARGET_FPS = 5.0

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pipeline.tensor_pool import n_unique  # noqa: E402
+from pipeline.pooling.tensor_pool import n_unique  # noqa: E402
 
 log = logging.getLogger("bench_memory")
 VIEW, ORDER, GB = "descriptors.h5", 3, 1e9
@@ -36,7 +36,7 @@ WRAPPER = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]
 
 
 def write_view(folder: Path, *, n: int, d: int, classes: int, seed: int = 0) -> Path:
-    """A consolidated view shaped as pipeline.descriptors.write_view makes it (ids (n,),
+    """A consolidated view shaped as pipeline.pooling.descriptors.write_view makes it (ids (n,),
     descriptors (n, n_unique) float32, attrs order/d/sources), written a few rows at a time.
 
     Rows are cheap and structured, not a TO computation: a class prototype plus one of 8 noise
@@ -63,9 +63,9 @@ def write_view(folder: Path, *, n: int, d: int, classes: int, seed: int = 0) -> 
 def child(folder: str, chunk_mb: float) -> None:
     """The measured process: evaluate.load_gram on the view, then one split (70% of each class
     to train) scored by the SVM head through evaluate.score_split; prints a JSON summary."""
-    from pipeline.config import EvaluateConfig
+    from pipeline.learn.settings import EvaluateConfig
     from pipeline.datasets import TEST, TRAIN
-    from pipeline.evaluate import Gram, load_gram, score_split
+    from pipeline.learn.evaluate import Gram, load_gram, score_split
 
     def peak() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -139,7 +139,7 @@ def main() -> int:
                  out["n_test"], out["accuracy"], out["rss_imports"] / GB, out["rss_gram"] / GB,
                  out["rss_split"] / GB)
         # exactness: Gram entries among a few videos against prepare() of their full rows
-        from pipeline.evaluate import prepare
+        from pipeline.learn.evaluate import prepare
         K = np.load(folder / "K.npy")
         pick = [0, 1, args.classes, n - 1]
         with h5py.File(path, "r") as f:

@@ -1,4 +1,4 @@
-"""Benchmark of HoT attention training (pipeline.attention.hot) on the synthetic demo set.
+"""Benchmark of HoT attention training (pipeline.learn.attention.hot) on the synthetic demo set.
 Run `python tests/bench/bench_train.py [--repeats R]`: prints the time of one training epoch divided
 by the time of the EPN forward and backward alone for the same videos (target <= 1.5), against two
 references, each with PASS/FAIL, at TrainConfig's default videos per step (train_batch); then the
@@ -37,16 +37,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import tests.fakes  # noqa: E402,F401 - registers fake_counting
-from pipeline.attention import HoTAttentionClassifier  # noqa: E402
-from pipeline.attention.hot import hot_descriptor_torch  # noqa: E402
-from pipeline.config import (DescriptorConfig, ExtractConfig, TrainConfig,  # noqa: E402
-                             parse_overrides)
+from pipeline.learn.attention import HoTAttentionClassifier  # noqa: E402
+from pipeline.learn.attention.hot import hot_descriptor_torch  # noqa: E402
+from pipeline.core.settings import parse_overrides  # noqa: E402
+from pipeline.extract.settings import ExtractConfig  # noqa: E402
+from pipeline.learn.settings import TrainConfig  # noqa: E402
+from pipeline.pooling.settings import DescriptorConfig  # noqa: E402
 from pipeline.datasets import TRAIN  # noqa: E402
 from pipeline.datasets.synthetic import SyntheticDataset  # noqa: E402
-from pipeline.evaluate import label_matrix  # noqa: E402
-from pipeline.features import extract_features  # noqa: E402
-from pipeline.heads.base import make_optimizer  # noqa: E402
-from pipeline.sketched import compute_sketched, load_sketched, sketched_ids  # noqa: E402
+from pipeline.learn.evaluate import label_matrix  # noqa: E402
+from pipeline.extract.features import extract_features  # noqa: E402
+from pipeline.learn.heads.base import make_optimizer  # noqa: E402
+from pipeline.pooling.sketched import compute_sketched, load_sketched, sketched_ids  # noqa: E402
 
 log = logging.getLogger("bench_train")
 TARGET = 1.5

@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pipeline.config import parse_overrides  # noqa: E402
-from pipeline.evaluate import evaluate  # noqa: E402
-from pipeline.train import train  # noqa: E402
+from pipeline.core.settings import parse_overrides  # noqa: E402
+from pipeline.learn.evaluate import evaluate  # noqa: E402
+from pipeline.learn.train import train  # noqa: E402
 from stages import descriptors as descriptors_stage  # noqa: E402
 from stages import evaluate as evaluate_stage  # noqa: E402
 from stages import extract as extract_stage  # noqa: E402

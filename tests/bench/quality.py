@@ -19,9 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.config import DescriptorConfig, EvaluateConfig, ExtractConfig, parse_overrides  # noqa: E402
-from pipeline.features import extract_features  # noqa: E402
-from pipeline.sweep import as_token, read_grid, run_sweep  # noqa: E402
+from pipeline.core.settings import parse_overrides  # noqa: E402
+from pipeline.extract.settings import ExtractConfig  # noqa: E402
+from pipeline.learn.settings import EvaluateConfig  # noqa: E402
+from pipeline.pooling.settings import DescriptorConfig  # noqa: E402
+from pipeline.extract.features import extract_features  # noqa: E402
+from pipeline.results.sweep import as_token, read_grid, run_sweep  # noqa: E402
 
 log = logging.getLogger("bench_quality")
 DATA = ROOT.parent / "shared" / "data" / "videos" / "arid_train"

@@ -1,0 +1,313 @@
+"""Content-keyed stage folders, atomic per-item writes, validation, manifests and locks (the
+resumable loop that uses them is pipeline.core.runner).
+
+A stage's output lives in `<cache_root>/<stage>/<dataset>/<slug>-<key12>/`: `items/<id>.h5`
+(one file per video, written to a temporary name, sealed and renamed into place) and `manifest.json`
+(written last). The key is a sha256 over everything that changes the output (DVC's run cache).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import h5py
+import numpy as np
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+HOST = platform.node()
+# temporary names: .<name>.tmp-<pid>[-<thread>][@<host>] (older runs wrote .<name>.tmp-<pid>)
+TEMPORARY = re.compile(r"^\..+\.tmp-(?P<pid>\d+)(?:-\d+)?(?:@(?P<host>.+))?$")
+
+
+class StageError(RuntimeError):
+    """A stage cannot run (missing upstream output, a held lock, ...); says what to do."""
+
+
+def canonical(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return canonical(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): canonical(v) for k, v in sorted(obj.items())}
+    if isinstance(obj, (list, tuple)):
+        return [canonical(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def digest(obj: Any) -> str:
+    """sha256 hex of the canonical JSON of `obj`."""
+    text = json.dumps(canonical(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def stage_key(stage: str, version: int, params: dict, *, upstream: Iterable[str] = (),
+              weights: dict | None = None) -> str:
+    """sha256 hex of a canonical JSON of what determines an item's output: never the set of
+    items, nor what only selects or labels them (splits); each item file carries its source."""
+    return digest({"stage": stage, "version": version, "params": params,
+                   "upstream": sorted(upstream), "weights": weights})
+
+
+def stage_dir(cache_root: str | os.PathLike, stage: str, dataset: str, slug: str, key: str) -> Path:
+    return Path(cache_root) / stage / dataset / f"{slug}-{key[:12]}"
+
+
+def temporary_name(path: Path) -> Path:
+    """The temporary file beside `path` of this writer: `.<name>.tmp-<pid>-<thread>@<host>`, so
+    a sweep can tell whether its writer is still alive (`writer_alive`)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_native_id()}@{HOST}")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this host is running (a zombie counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def writer_alive(tmp: Path) -> bool:
+    """Whether the writer of temporary file `tmp` may still be writing it: its pid is alive on
+    this host, or it ran on another host (which cannot be checked from here)."""
+    match = TEMPORARY.match(tmp.name)
+    if match is None:
+        return True
+    host = match["host"]
+    return (host is not None and host != HOST) or pid_alive(int(match["pid"]))
+
+
+def sweep_temporary(folder: Path, *, pattern: str = ".*.tmp-*", before: float | None = None
+                    ) -> list[Path]:
+    """Remove the temporary files under `folder` (recursively, names matching `pattern`) that a
+    killed writer left: never one whose writer is alive (`writer_alive`), nor one modified at or
+    after `before` (a time.time(), e.g. the start of the run that sweeps). Returns the removed."""
+    removed = []
+    for tmp in Path(folder).rglob(pattern):
+        if not TEMPORARY.match(tmp.name) or writer_alive(tmp):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if before is None or tmp.stat().st_mtime < before:
+                tmp.unlink()
+                removed.append(tmp)
+    if removed:
+        log.info("%s: removed %d temporary files left by killed runs", folder, len(removed))
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path`, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write `obj` as indented JSON."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(canonical(obj), indent=1) + "\n")
+
+
+def read_manifest(folder: str | os.PathLike) -> dict | None:
+    path = Path(folder) / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+    names = ["torch", "torchvision", "pytorchvideo", "numpy", "h5py", "scikit-learn",
+             "opencv-contrib-python-headless"]
+    versions = {"python": platform.python_version()}
+    for name in names:
+        with contextlib.suppress(md.PackageNotFoundError):
+            versions[name] = md.version(name)
+    return versions
+
+
+@contextlib.contextmanager
+def stage_lock(folder: Path, shard: tuple[int, int] = (1, 1)) -> Iterator[None]:
+    """Hold an exclusive lock on a stage folder (on one shard of it) for the duration of a run.
+
+    The lock file names its holder (pid, host, start time); a second run of the same stage
+    refuses at once with that name. The lock goes with its process, however that ends."""
+    name = ".lock" if shard == (1, 1) else f".lock-shard-{shard[0]}-of-{shard[1]}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fh = open(folder / name, "a+")
+    except OSError as exc:
+        raise StageError(f"cannot write to the cache folder {folder}: {exc.strerror or exc}; "
+                         f"check that cache_root is writable and has free space") from None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "holder unknown"
+            raise StageError(f"{folder} is being written by another run ({holder}); wait for it "
+                             f"to finish, or stop that process") from None
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {HOST}, started {time.strftime('%Y-%m-%d %H:%M:%S %z')}\n")
+            fh.flush()
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def item_path(folder: Path, item_id: str) -> Path:
+    return folder / "items" / f"{item_id}.h5"
+
+
+def _datasets(f: h5py.File) -> list[h5py.Dataset]:
+    found: list[h5py.Dataset] = []
+    f.visititems(lambda name, obj: found.append(obj) if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
+def _scan(f: h5py.File, hashing: bool = True) -> tuple[str | None, str]:
+    """(why the data cannot be used or None, sha256 of every dataset: name, dtype, shape, values
+    and attributes; not the file's attributes, which say where it came from). Without
+    `hashing`, only float datasets are read (to check them finite)."""
+    h, problem = hashlib.sha256(), None
+    for ds in _datasets(f):
+        if "starts" in ds.attrs and (ds.ndim == 0 or ds.shape[0] != len(ds.attrs["starts"])):
+            problem = problem or f"{ds.name} has shape {ds.shape} for {len(ds.attrs['starts'])} windows"
+        if not hashing and ds.dtype.kind not in "fc":
+            continue
+        values = np.asarray(ds[()])
+        if values.dtype.kind in "fc" and not np.isfinite(values).all():
+            problem = problem or f"{ds.name} holds NaN or Inf values"
+        if hashing:
+            data = (json.dumps(values.tolist(), default=str).encode() if values.dtype.kind in "OSUV"
+                    else np.ascontiguousarray(values).tobytes())
+            attrs = json.dumps({k: np.asarray(v).tolist() for k, v in sorted(ds.attrs.items())},
+                               default=str)
+            h.update(f"{ds.name}|{values.dtype.str}|{values.shape}|{attrs}|".encode() + data)
+    return problem, h.hexdigest()
+
+
+def data_problem(f: h5py.File) -> str | None:
+    """Why the data of an item file cannot be used, or None: a float dataset holding NaN or Inf,
+    a window group whose rows do not match its "starts", or data that no longer matches the
+    digest it was sealed with (truncated, reshaped or edited since, see `seal`)."""
+    sealed = "digest" in f.attrs
+    problem, digest_now = _scan(f, hashing=sealed)
+    if problem is None and sealed and f.attrs["digest"] != digest_now:
+        problem = "its data does not match the digest it was written with"
+    return problem
+
+
+def seal(path: Path, **attrs: Any) -> None:
+    """Check a freshly written item file and record the digest of its data (and `attrs`), so
+    that a later change to it is detected (`h5_valid`). Raises ValueError for data that must not
+    be stored (NaN or Inf): such an item fails instead of being taken for good."""
+    with h5py.File(path, "r+") as f:
+        problem, digest_now = _scan(f)
+        if problem is not None:
+            raise ValueError(f"{problem}; the item is not stored")
+        f.attrs.update(digest=digest_now, **attrs)
+
+
+def inspect_item(path: Path, required: Callable[[h5py.File], bool], source: str | None
+             ) -> tuple[bool, str | None]:
+    """(valid, its warning attribute or None) of an item file; see h5_valid."""
+    if not path.is_file():
+        return False, None
+    try:
+        with h5py.File(path, "r") as f:
+            ok = (bool(f.attrs.get("complete", False)) and required(f)
+                  and (source is None or f.attrs.get("source") == source)
+                  and data_problem(f) is None)
+            warning = f.attrs.get("warning")
+            return ok, None if warning is None else str(warning)
+    except (OSError, KeyError, ValueError, TypeError):
+        return False, None
+
+
+def h5_valid(path: Path, required: Callable[[h5py.File], bool] = lambda f: True,
+             source: str | None = None) -> bool:
+    """An item counts as done only if its file exists, opens, passes `required`, holds finite
+    data matching its seal (`data_problem`) and, when `source` is given, was computed from that
+    source (attribute "source", see Item.source)."""
+    return inspect_item(path, required, source)[0]
+
+
+@dataclasses.dataclass
+class StageResult:
+    """What a run did: its folder, counts and failures (id -> reason)."""
+
+    folder: Path
+    done: int
+    computed: int
+    failures: dict[str, str]
+    skipped_run: bool = False
+    warnings: dict[str, str] = dataclasses.field(default_factory=dict)   # done, with a warning
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def shard_ids(ids: list[str], shard: tuple[int, int]) -> list[str]:
+    """The deterministic slice k of n (1-based) of `ids`: every n-th id from the k-th on."""
+    k, n = shard
+    return list(ids)[k - 1::n]
+
+
+def file_stamps(folder: Path, ids: Iterable[str]) -> str:
+    """A digest of the size and mtime of each item file (None when absent): a file changed since
+    the manifest was written (truncated, edited, replaced) makes the stage look at its items."""
+    stamps = {}
+    for i in ids:
+        try:
+            st = item_path(folder, i).stat()
+            stamps[i] = [st.st_size, st.st_mtime_ns]
+        except OSError:
+            stamps[i] = None
+    return digest(stamps)
+
+
+def up_to_date(folder: Path, sources: dict[str, str], *, strict: bool = False) -> bool:
+    """True when the stage's manifest covers exactly these items from these sources, none failed
+    (with `strict`, none is done with a warning either) and no item file changed since it was
+    written: a rerun has nothing to do."""
+    manifest = read_manifest(folder)
+    if (manifest is None or manifest.get("failures") or (strict and manifest.get("warnings"))
+            or manifest.get("sources") != digest(sources)):
+        return False
+    return "files" not in manifest or manifest["files"] == file_stamps(folder, sources)
+
+
+def done_ids(folder: Path, sources: dict[str, str],
+             required: Callable[[h5py.File], bool] = lambda f: True) -> list[str]:
+    """The ids (in the order of `sources`) whose item file in `folder` is valid for its source."""
+    return [i for i, src in sources.items() if h5_valid(item_path(folder, i), required, src)]

@@ -1,0 +1,57 @@
+"""Registry of stage-1 feature extractors: name -> builder(*, weights, seed) -> (Backbone, WeightsInfo),
+and, per name, how to tell the weights' identity without building the model."""
+from __future__ import annotations
+
+from typing import Callable
+
+from pipeline.extract.backbones.base import Backbone, InputSpec, WeightsError, WeightsInfo
+
+Builder = Callable[..., "tuple[Backbone, WeightsInfo]"]
+Identify = Callable[..., WeightsInfo]
+BACKBONES: dict[str, Builder] = {}
+IDENTIFY: dict[str, Identify] = {}     # name -> identify(*, weights, seed) -> WeightsInfo
+
+
+def register(name: str, identify: Identify | None = None) -> Callable[[Builder], Builder]:
+    """Decorator: add a builder to BACKBONES under `name` (names are unique). `identify` tells the
+    weights' identity without building the model; without one the model is built to tell it."""
+    def add(builder: Builder) -> Builder:
+        if name in BACKBONES:
+            raise ValueError(f"backbone {name!r} is registered twice")
+        BACKBONES[name] = builder
+        if identify is not None:
+            IDENTIFY[name] = identify
+        return builder
+    return add
+
+
+def weights_identity(name: str, *, weights: str = "hub", seed: int = 0) -> WeightsInfo:
+    """The identity of the weights `build_backbone(name, weights=, seed=)` would load (cache keys)."""
+    if name not in BACKBONES:
+        raise ValueError(f"backbone={name!r} is unknown; choose one of {sorted(BACKBONES)}")
+    if name in IDENTIFY:
+        return IDENTIFY[name](weights=weights, seed=seed)
+    return BACKBONES[name](weights=weights, seed=seed)[1]
+
+
+def builder_module(name: str) -> str:
+    """The module that registers backbone `name`: worker processes import it so that backbones
+    registered outside this package (plugins, test doubles) exist there too."""
+    builder = BACKBONES[name]
+    return getattr(builder, "func", builder).__module__
+
+
+def build_backbone(name: str, *, weights: str = "hub", seed: int = 0) -> tuple[Backbone, WeightsInfo]:
+    """Build backbone `name` in eval mode with `weights` ("none" | "hub" | path)."""
+    if name not in BACKBONES:
+        raise ValueError(f"backbone={name!r} is unknown; choose one of {sorted(BACKBONES)}")
+    model, info = BACKBONES[name](weights=weights, seed=seed)
+    return model.eval(), info
+
+
+# Modules that register builders on import.
+from pipeline.extract.backbones import pytorchvideo_zoo  # noqa: E402,F401
+from pipeline.extract.backbones import inception_i3d, torchvision_resnet  # noqa: E402,F401
+
+__all__ = ["BACKBONES", "Backbone", "weights_identity", "InputSpec", "WeightsError", "WeightsInfo", "build_backbone", "builder_module",
+           "register"]

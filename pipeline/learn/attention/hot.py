@@ -1,0 +1,499 @@
+"""HoT attention (Wang, Sun & Koniusz, ICASSP 2024, supplement): w scores each window group from its
+mean window; X = (1/N) sum_n w_n^r phi_n^(x)r (r = 2, 3), EPN, linear softmax, trained end to end
+from per-video caches, so that a training step only mixes group weights ("Economy" below)."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+from torch.nn import functional as F
+
+from pipeline.pooling.epn import (SPECTRUM_NORMS, SpectralFunction, _core_apply_reconstruct, epn_so_torch,
+                          make_epn, stable_eigh)
+from pipeline.learn.heads.base import SampleData, TorchClassifierBase, resolve_device, torch_dtype
+from pipeline.pooling.tensor_pool import (ORDERS, frobenius_scale, n_unique, pack, pack_weights, unit_rows,
+                                  unpack)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["NONNEG", "GroupAttention", "HoTModule", "HoTAttentionClassifier",
+           "NoAttentionClassifier", "GroupWeigher", "build_cache", "stack_caches",
+           "hot_descriptor_torch"]
+
+
+# --------------------------------------------------------------------------------------------
+# the attention network w: R^d -> R_{>=0} (layout ours: the paper does not give it)
+# --------------------------------------------------------------------------------------------
+def _softplus(s: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+    return F.softplus(s) / math.log(2.0)  # w = 1 at s = 0
+
+
+def _sigmoid(s: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+    return 2.0 * torch.sigmoid(s)  # in (0, 2); w = 1 at s = 0
+
+
+def _softmax(s: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+    # over each video's groups, times their number: the weights of a video average 1
+    return torch.cat([len(p) * torch.softmax(p, dim=0) for p in torch.split(s, lengths)])
+
+
+NONNEG = {"softplus": _softplus, "sigmoid": _sigmoid, "softmax": _softmax}
+
+
+class GroupAttention(nn.Module):
+    """w(m) >= 0 for group means m (M, d) -> (M,) (HoT: Phi_w^(i,j) = w(E[Phi^(i,j)]) Phi^(i,j)).
+
+    hidden = 0: a linear score v^T m + c; hidden > 0: Linear(d, hidden) -> ReLU -> Linear(hidden,
+    1). nonneg: "softplus" (softplus(s) / log 2), "sigmoid" (2 sigmoid(s)) or "softmax" (over a
+    video's groups, scaled by their number so they average 1). The last layer starts at zero, so
+    training starts from uniform weights w = 1, i.e. plain HoT pooling (ours).
+    """
+
+    def __init__(self, d: int, hidden: int = 0, nonneg: str = "softplus"):
+        super().__init__()
+        if nonneg not in NONNEG:
+            raise ValueError(f"nonneg={nonneg!r} is unknown; known: {', '.join(NONNEG)}")
+        if not isinstance(hidden, (int, np.integer)) or isinstance(hidden, bool) or hidden < 0:
+            raise ValueError(f"hidden={hidden!r} must be an integer >= 0 (0 = linear)")
+        self.nonneg = nonneg
+        last = nn.Linear(d if hidden == 0 else int(hidden), 1)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.score = last if hidden == 0 else nn.Sequential(nn.Linear(d, int(hidden)), nn.ReLU(),
+                                                            last)
+
+    def forward(self, means: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
+        """means (M, d), the group means of consecutive videos with lengths[v] groups each."""
+        return NONNEG[self.nonneg](self.score(means).squeeze(-1), list(lengths))
+
+
+# --------------------------------------------------------------------------------------------
+# per-video cache and the differentiable descriptor
+# --------------------------------------------------------------------------------------------
+# Economy (ours, exact). Only the group weights change between training steps, so everything else
+# is computed once per video (_VideoCache) and each step only mixes:
+# - SO: X is linear in the weights, X = sum_g a_g X_g with a_g = w_g^2 / N and X_g = sum_{n in g}
+#   psi_n psi_n^T. The X_g are cached, (G_v, k, k) in the range basis of the video (k = min(N, d),
+#   psi = Y Q^T with Q (d, k) orthonormal, exact since X lives in span(psi_n)); a step is one
+#   weighted sum of G_v matrices, an eigh of k x k and the lift Q (.) Q^T (EPN maps 0 to 0).
+# - TO: X is cubic in the weights and caching a (d, d, d) tensor per group is too big, so the
+#   cache is the weight-free part of METHOD.md's Gram form: with A = diag(a_n), a_n = w_{g(n)}^3/N,
+#       X_(1) X_(1)^T = Psi^T A (G o G) A Psi,   G = Psi Psi^T = Y Y^T,
+#   cached as Y (N, k), H = G o G (N, N) and Q. A step forms B = (A Y)^T H (A Y) (k x k;
+#   O(N^2 k)), U = Q V from eigh(B), the core (1/N) sum_n w_n^3 (V^T y_n)^(x)3 (O(N k^3)), applies g
+#   and reconstructs; no d^4 work and no per-group d^3 tensor. tests/test_attention.py checks both
+#   against pooling the weighted windows directly (tensor_pool.pool + epn.epn_so/epn_to) and the
+#   numpy fast path tensor_pool.hot_descriptor(weights=...).
+
+
+@dataclasses.dataclass
+class _VideoCache:
+    """Weight-free quantities of one video (see "Economy" above), k = min(N, d).
+
+    n: windows N; present (G_v,) group ids present; means (G_v, d) their mean l2-normalised
+    window; gpos (N,) each window's position in `present`; Q (d, k) when N < d, else None
+    (Y = psi); blocks (G_v, k, k) SO per-group matrices Y_g^T Y_g; Y (N, k), H (N, N) for TO.
+    """
+
+    n: int
+    present: torch.Tensor
+    means: torch.Tensor
+    gpos: torch.Tensor
+    Q: torch.Tensor | None
+    blocks: torch.Tensor | None = None
+    Y: torch.Tensor | None = None
+    H: torch.Tensor | None = None
+
+
+def build_cache(phi: np.ndarray, groups: np.ndarray, order: int, *, center: bool = False,
+                normalize: bool = True, device="cpu", dtype=torch.float64) -> _VideoCache:
+    """The cache of one video: phi (N, d) window features, groups (N,) group index per window.
+
+    normalize: l2-normalise each window first (HoT's derivation assumes ||phi_n|| = 1);
+    center: pool (phi_n - mu) with mu the unweighted mean (the supplement's covariance form).
+    Computed in float64 numpy, stored in `dtype` on `device`.
+    """
+    phi = np.asarray(phi, dtype=np.float64)
+    groups = np.asarray(groups)
+    N, d = phi.shape
+    if normalize:
+        phi = unit_rows(phi)
+    psi = phi - phi.mean(axis=0, keepdims=True) if center else phi
+    present, gpos = np.unique(groups, return_inverse=True)
+    means = np.stack([phi[gpos == i].mean(axis=0) for i in range(len(present))])
+    if N < d:
+        Q, R = np.linalg.qr(psi.T)  # psi^T = Q R, Q (d, N)
+        Y = R.T
+    else:
+        Q, Y = None, psi
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(a), device=device).to(dtype)
+
+    cache = _VideoCache(N, torch.as_tensor(present, device=device),
+                        t(means), torch.as_tensor(gpos, device=device), None if Q is None else t(Q))
+    if order == 2:
+        cache.blocks = t(np.stack([Y[gpos == i].T @ Y[gpos == i] for i in range(len(present))]))
+    else:
+        G = Y @ Y.T
+        cache.Y, cache.H = t(Y), t(G * G)
+    return cache
+
+
+def stack_caches(caches: Sequence[_VideoCache]) -> _VideoCache:
+    """Caches of videos with equal N and equal numbers of present groups (so equal shapes) as one
+    cache with a leading batch axis (B, ...), for hot_descriptor_torch with w (B, G)."""
+    def stack(name: str) -> torch.Tensor | None:
+        parts = [getattr(c, name) for c in caches]
+        return None if parts[0] is None else torch.stack(parts)
+
+    return _VideoCache(caches[0].n, stack("present"), stack("means"), stack("gpos"), stack("Q"),
+                       stack("blocks"), stack("Y"), stack("H"))
+
+
+def _so_range(cache: _VideoCache, w: torch.Tensor, fn: SpectralFunction,
+              spectrum_norm: str) -> torch.Tensor:
+    """SO EPN(X) in the video's range basis (..., k, k): E = Q (this) Q^T, same Frobenius norm."""
+    fn = fn.resolve(cache.n) if fn.needs_n_windows else fn
+    B = torch.einsum("...g,...gij->...ij", w ** 2 / cache.n, cache.blocks)
+    return epn_so_torch(B, fn, spectrum_norm)
+
+
+def _lift(cache: _VideoCache, E: torch.Tensor) -> torch.Tensor:
+    return E if cache.Q is None else cache.Q @ E @ cache.Q.mT
+
+
+def hot_descriptor_torch(cache: _VideoCache, w: torch.Tensor, order: int, fn: SpectralFunction,
+                         spectrum_norm: str = "sum") -> torch.Tensor:
+    """EPN(X) of one video from its cache and group weights w (G_v,) >= 0 (one per present
+    group), differentiable in w: (d, d) for SO, (d, d, d) for TO. fn is resolved here with N.
+    Batched alike: cache = stack_caches(caches) and w (B, G) give (B, d, d[, d])."""
+    if order == 2:
+        return _lift(cache, _so_range(cache, w, fn, spectrum_norm))
+    fn = fn.resolve(cache.n) if fn.needs_n_windows else fn
+    a = torch.gather(w ** 3 / cache.n, -1, cache.gpos)  # (..., N): a_n = w_{g(n)}^3 / N
+    aY = a.unsqueeze(-1) * cache.Y
+    _, V = stable_eigh(aY.mT @ cache.H @ aY)  # X_(1) X_(1)^T in the range basis, descending
+    Z = cache.Y @ V
+    core = torch.einsum("...n,...ni,...nj,...nl->...ijl", a, Z, Z, Z)
+    U = V if cache.Q is None else cache.Q @ V
+    return _core_apply_reconstruct(core, U, fn, spectrum_norm)
+
+
+class HoTModule(nn.Module):
+    """Attention + pooling + EPN + linear softmax: caches of B videos -> logits (B, C).
+
+    descriptor = l2-normalised frobenius_scale(pack(EPN(X))) (as evaluate.prepare does for the
+    SVM), so the classifier sees the same rows an SVM head would. Videos with equal shapes (N,
+    number of present groups) go through EPN as one batch.
+    """
+
+    def __init__(self, d: int, n_classes: int, *, order: int, fn: SpectralFunction,
+                 spectrum_norm: str, hidden: int, nonneg: str, learn_attention: bool = True):
+        super().__init__()
+        self.d, self.order, self.fn, self.spectrum_norm = d, order, fn, spectrum_norm
+        self.attention = GroupAttention(d, hidden, nonneg) if learn_attention else None
+        self.classifier = nn.Linear(n_unique(d, order), n_classes)
+        if order == 2:  # for forward: unpack as one gather (flat entry (i, j) of a (d, d)
+            # matrix is packed entry unpack(arange)[i, j])
+            self.register_buffer("_unpack_index", torch.as_tensor(
+                unpack(np.arange(n_unique(d, 2)), d, 2).reshape(-1)), persistent=False)
+
+    def group_weights(self, caches: Sequence[_VideoCache]) -> list[torch.Tensor]:
+        """[(G_v,)] the weight of each present group of each video."""
+        lengths = [len(c.present) for c in caches]
+        if self.attention is None:
+            return [c.means.new_ones(n) for c, n in zip(caches, lengths)]
+        w = self.attention(torch.cat([c.means for c in caches]), lengths)
+        return list(torch.split(w, lengths))
+
+    def _same_shaped(self, caches: Sequence[_VideoCache]):
+        """(positions in caches, their stacked cache, group weights (b, G)) for each set of
+        same-shaped videos (equal N and number of present groups)."""
+        same: dict[tuple[int, int], list[int]] = {}
+        for i, c in enumerate(caches):
+            same.setdefault((c.n, len(c.present)), []).append(i)
+        weights = self.group_weights(caches)
+        for pos in same.values():
+            yield (pos, stack_caches([caches[i] for i in pos]),
+                   torch.stack([weights[i] for i in pos]))
+
+    def _epn_batches(self, caches: Sequence[_VideoCache]):
+        """(positions in caches, EPN tensors (b, d, d[, d])) for each set of same-shaped videos."""
+        for pos, cache, w in self._same_shaped(caches):
+            yield pos, hot_descriptor_torch(cache, w, self.order, self.fn, self.spectrum_norm)
+
+    @staticmethod
+    def _in_order(parts: list[tuple[list[int], torch.Tensor]]) -> torch.Tensor:
+        """Rows computed per batch of same-shaped videos, back in the order of the caches."""
+        positions = [i for pos, _ in parts for i in pos]
+        rows = torch.cat([r for _, r in parts])
+        if positions == list(range(len(positions))):
+            return rows
+        return rows[torch.as_tensor(np.argsort(positions), device=rows.device)]
+
+    def _rows(self, E: torch.Tensor) -> torch.Tensor:
+        return F.normalize(frobenius_scale(pack(E, self.order), self.d, self.order), dim=-1)
+
+    def descriptors(self, caches: Sequence[_VideoCache]) -> torch.Tensor:
+        """(B, n_unique(d, order)) unit rows."""
+        return self._in_order([(pos, self._rows(E)) for pos, E in self._epn_batches(caches)])
+
+    def forward(self, caches: Sequence[_VideoCache]) -> torch.Tensor:
+        if self.order == 3:
+            # TO: unpacking W would hold C d^3 numbers (6x pack's); pack the batch's tensors.
+            return self.classifier(self.descriptors(caches))
+        # SO, without packing: pack_weights p (1 on the diagonal, 2 off it) make
+        #   <X, Y>_F = sum_k p_k pack(X)_k pack(Y)_k   (tensor_pool.pack_weights)
+        # for symmetric X, Y, and frobenius_scale multiplies pack(E) by sqrt(p), so the descriptor
+        # r = sqrt(p) o pack(E) / ||E||_F (its norm is ||E||_F) and, with U_c = unpack(W_c /
+        # sqrt(p)), the linear layer is
+        #   W_c . r + b_c = <U_c, E>_F / ||E||_F + b_c.
+        # U (C, d^2): the rows U_c flattened.
+        U = self.unpacked_weight()
+        # ||E||_F is taken in the range basis (Q orthonormal): a (k, k) norm, not a (d, d) one.
+        parts = []
+        for pos, cache, w in self._same_shaped(caches):
+            Ek = _so_range(cache, w, self.fn, self.spectrum_norm)
+            parts.append((pos, self.so_logits(_lift(cache, Ek).flatten(1), U, Ek.flatten(1))))
+        return self._in_order(parts) + self.classifier.bias
+
+    def unpacked_weight(self) -> torch.Tensor:
+        """SO: U (C, d^2), the rows U_c = unpack(W_c / sqrt(p)) flattened (see forward)."""
+        W = self.classifier.weight
+        sqrt_p = torch.as_tensor(np.sqrt(pack_weights(self.d, 2)), dtype=W.dtype, device=W.device)
+        return (W / sqrt_p).index_select(1, self._unpack_index)
+
+    @staticmethod
+    def so_logits(flat: torch.Tensor, U: torch.Tensor, same_norm: torch.Tensor) -> torch.Tensor:
+        """<U_c, E>_F / ||E||_F (no bias) of flattened EPN tensors flat (b, d^2); the norm is
+        taken of same_norm (b, m), any flattening with E's Frobenius norm (e.g. its range-basis
+        form)."""
+        norm = same_norm.norm(dim=1, keepdim=True).clamp_min(1e-12)   # as F.normalize's eps
+        return F.linear(flat, U) / norm
+
+
+# --------------------------------------------------------------------------------------------
+# the estimator
+# --------------------------------------------------------------------------------------------
+def _check_videos(videos, n_groups: int | None = None) -> tuple[int, int]:
+    """(d, number of groups needed) of videos [(phi (N_i, d), groups (N_i,) ints)]."""
+    if not isinstance(videos, (list, tuple)) or not videos:
+        raise ValueError("videos must be a non-empty list of (phi (N, d), groups (N,)) pairs")
+    dims, top = set(), -1
+    for i, item in enumerate(videos):
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise ValueError(f"videos[{i}] must be a pair (phi (N, d), groups (N,))")
+        phi, groups = np.asarray(item[0]), np.asarray(item[1])
+        if phi.ndim != 2 or phi.shape[0] < 1:
+            raise ValueError(f"videos[{i}]: phi has shape {phi.shape}; expected (N, d), N >= 1")
+        if groups.shape != phi.shape[:1] or not np.issubdtype(groups.dtype, np.integer):
+            raise ValueError(f"videos[{i}]: groups must be ({phi.shape[0]},) integers")
+        if not np.isfinite(phi).all():
+            raise ValueError(f"videos[{i}]: phi contains NaN or Inf")
+        if groups.min() < 0 or (n_groups is not None and groups.max() >= n_groups):
+            raise ValueError(f"videos[{i}]: group indices must lie in [0, {n_groups})")
+        dims.add(phi.shape[1])
+        top = max(top, int(groups.max()))
+    if len(dims) != 1:
+        raise ValueError(f"videos disagree on the feature dimension d: {sorted(dims)}")
+    return dims.pop(), top + 1
+
+
+class HoTAttentionClassifier(TorchClassifierBase):
+    """HoT attention over window groups, SO/TO pooling with EPN, linear softmax; end to end.
+
+    fit(videos, y, group_names=None): videos = [(phi (N_i, d) float, groups (N_i,) int group
+    index per window)], group_names the shared list naming the indices ("L24_s2", ...).
+    order 2 | 3; epn, epn_params, spectrum_norm as in pipeline.pooling.epn (eta='N' = each video's N);
+    center: covariance form; normalize: l2-normalise windows; hidden, nonneg: GroupAttention.
+    Training (TorchClassifierBase): Adam, cross-entropy, early stopping on a stratified seeded
+    validation part of the training part; weight_decay may be a grid chosen there.
+    Fitted: classes_, group_names_, n_features_in_ (d), module_, chosen_params_, history_.
+    """
+
+    _learn_attention = True
+
+    def __init__(self, *, order: int = 2, epn: str = "maxexp",
+                 epn_params: Mapping[str, Any] | None = None, spectrum_norm: str = "sum",
+                 center: bool = False, normalize: bool = True, hidden: int = 0,
+                 nonneg: str = "softplus", lr: float = 1e-2, weight_decay=0.0,
+                 batch_size: int = 32, max_epochs: int = 100, patience: int = 10,
+                 validation_fraction: float = 0.2, seed: int = 0, device: str = "cpu",
+                 dtype: str = "float32"):
+        self.order = order
+        self.epn = epn
+        self.epn_params = epn_params
+        self.spectrum_norm = spectrum_norm
+        self.center = center
+        self.normalize = normalize
+        self.hidden = hidden
+        self.nonneg = nonneg
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.seed = seed
+        self.device = device
+        self.dtype = dtype
+
+    # ---- hooks --------------------------------------------------------------------------
+    def _spectral(self) -> SpectralFunction:
+        if self.order not in ORDERS:
+            raise ValueError(f"order={self.order!r} must be one of {ORDERS} (SO, TO)")
+        if self.spectrum_norm not in SPECTRUM_NORMS:
+            raise ValueError(f"spectrum_norm={self.spectrum_norm!r} is unknown; known: "
+                             f"{', '.join(SPECTRUM_NORMS)}")
+        return make_epn(self.epn, **dict(self.epn_params or {}))
+
+    def _build_module(self, n_classes: int) -> nn.Module:
+        learn = self._learn_attention
+        return HoTModule(self.n_features_in_, n_classes, order=self.order, fn=self._spectral(),
+                         spectrum_norm=self.spectrum_norm,
+                         hidden=self.hidden if learn else 0,
+                         nonneg=self.nonneg if learn else "softplus", learn_attention=learn)
+
+    def _make_data(self, videos, indices=None) -> SampleData:
+        _check_videos(videos, len(self.group_names_))
+        d = np.asarray(videos[0][0]).shape[1]
+        if d != self.n_features_in_:
+            raise ValueError(f"phi has d={d}; the classifier was fitted on d={self.n_features_in_}")
+        device, dtype = resolve_device(self.device), torch_dtype(self.dtype)
+        caches = [build_cache(phi, g, self.order, center=self.center, normalize=self.normalize,
+                              device=device, dtype=dtype) for phi, g in videos]
+        return SampleData(caches, list)
+
+    def _forward(self, module, batch):
+        return module(batch), None
+
+    def _meta(self) -> dict:
+        return {"n_features_in": self.n_features_in_, "group_names": list(self.group_names_)}
+
+    def _set_meta(self, meta: dict) -> None:
+        self.n_features_in_ = int(meta["n_features_in"])
+        self.group_names_ = list(meta["group_names"])
+
+    # ---- API ----------------------------------------------------------------------------
+    def fit(self, videos, y, group_names: Sequence[str] | None = None) -> "HoTAttentionClassifier":
+        """videos: [(phi (N_i, d), groups (N_i,) ints)]; y: (n,) labels; group_names: names of
+        the group indices (default "g0", "g1", ... up to the largest index seen)."""
+        self._spectral()
+        d, seen = _check_videos(videos)
+        names = [f"g{i}" for i in range(seen)] if group_names is None else list(group_names)
+        if len(names) < seen:
+            raise ValueError(f"group_names has {len(names)} names; the videos use group index "
+                             f"{seen - 1}")
+        y = np.asarray(y)
+        if len(y) != len(videos):
+            raise ValueError(f"y has {len(y)} labels for {len(videos)} videos")
+        self.n_features_in_, self.group_names_ = d, names
+        return self._fit_data(self._make_data(videos), y)
+
+    def group_weights(self, videos) -> np.ndarray:
+        """(n_videos, n_groups) attention weight w_g of each group of each video; NaN where a
+        video has no window of that group (w scores a group's mean window)."""
+        check_is_fitted(self, "module_")
+        data = self._make_data(videos)
+        out = np.full((len(data), len(self.group_names_)), np.nan)
+        with torch.no_grad():
+            for i, (cache, w) in enumerate(zip(data.items, self.module_.group_weights(data.items))):
+                out[i, cache.present.cpu().numpy()] = w.double().cpu().numpy()
+        return out
+
+    def _features(self, module, batch):
+        """The learned descriptors: unit rows, Frobenius-scaled packed EPN tensors pooled with
+        the learned weights (n_unique(d, order) wide), what an SVM head reads in stage 2."""
+        return module.descriptors(batch)
+
+    def weigher(self) -> "GroupWeigher":
+        """The learned group weights as stage 2's Weigher hook (descriptors.compute_descriptors(
+        ..., weigher=...)): picklable numpy, with a key naming the parameters and weights."""
+        check_is_fitted(self, "module_")
+        att = self.module_.attention
+        state = {} if att is None else {k: v.detach().double().cpu().numpy()
+                                        for k, v in att.state_dict().items()}
+        return GroupWeigher(tuple(self.group_names_), state,
+                            self.nonneg if att is not None else "none",
+                            int(self.hidden) if att is not None else 0, bool(self.normalize))
+
+
+class NoAttentionClassifier(HoTAttentionClassifier):
+    """The "none" attention: every window weighs 1 (plain HoT pooling + EPN), with the same
+    linear softmax layer and training as HoTAttentionClassifier (a baseline for it)."""
+
+    _learn_attention = False
+
+    def __init__(self, *, order: int = 2, epn: str = "maxexp",
+                 epn_params: Mapping[str, Any] | None = None, spectrum_norm: str = "sum",
+                 center: bool = False, normalize: bool = True, lr: float = 1e-2,
+                 weight_decay=0.0, batch_size: int = 32, max_epochs: int = 100,
+                 patience: int = 10, validation_fraction: float = 0.2, seed: int = 0,
+                 device: str = "cpu", dtype: str = "float32"):
+        self.order = order
+        self.epn = epn
+        self.epn_params = epn_params
+        self.spectrum_norm = spectrum_norm
+        self.center = center
+        self.normalize = normalize
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.seed = seed
+        self.device = device
+        self.dtype = dtype
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupWeigher:
+    """Per-window weights from a trained GroupAttention (descriptors.Weigher): picklable, on CPU.
+
+    group_names: the names the network was trained on; state: its state dict as float64 numpy
+    arrays; nonneg, hidden as in GroupAttention (nonneg "none": every window weighs 1);
+    normalize: l2-normalise windows before taking group means, as in training.
+    """
+
+    group_names: tuple[str, ...]
+    state: Mapping[str, np.ndarray]
+    nonneg: str
+    hidden: int = 0
+    normalize: bool = True
+
+    @property
+    def key(self) -> str:
+        h = hashlib.sha256(json.dumps([list(self.group_names), self.nonneg, self.hidden,
+                                       self.normalize, sorted(self.state)]).encode())
+        for name in sorted(self.state):
+            h.update(np.ascontiguousarray(self.state[name], dtype=np.float64).tobytes())
+        return f"hot-attention-{h.hexdigest()[:12]}"
+
+    def __call__(self, item_id: str, phi: np.ndarray, groups: Sequence[str]) -> np.ndarray:
+        """phi (N, d), each window's group name -> weights (N,) >= 0."""
+        index = {g: i for i, g in enumerate(self.group_names)}
+        unknown = sorted(set(groups) - set(index))
+        if unknown:
+            raise ValueError(f"{item_id}: groups {unknown} were not seen in training; known: "
+                             f"{', '.join(self.group_names)}")
+        if self.nonneg == "none":
+            return np.ones(len(groups))
+        phi = np.asarray(phi, dtype=np.float64)
+        phi = unit_rows(phi) if self.normalize else phi
+        present, gpos = np.unique(np.array([index[g] for g in groups]), return_inverse=True)
+        means = np.stack([phi[gpos == i].mean(axis=0) for i in range(len(present))])
+        net = GroupAttention(phi.shape[1], self.hidden, self.nonneg).double()
+        net.load_state_dict({k: torch.as_tensor(v) for k, v in self.state.items()})
+        with torch.no_grad():
+            w = net(torch.as_tensor(means), [len(present)]).numpy()
+        return w[gpos]

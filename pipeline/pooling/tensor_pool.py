@@ -1,0 +1,713 @@
+"""Tensor pooling X = (1/N) sum_n w_n^r (phi_n - mu)^(x)r (HoT supplement), r = 2 (SO) or 3 (TO),
+packing of unique entries, and fast packed EPN descriptors that never form the d^3 tensor."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from torch import nn
+
+from pipeline.pooling.epn import (SPECTRUM_NORMS, SpectralFunction, _core_apply_reconstruct, apply_spectral,
+                          epn_so_torch, epn_to_torch, make_epn, resolve_epn, snap_tol, stable_eigh)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["epn_phi_torch", "SpectralPowerNorm", "ORDERS", "n_unique", "descriptor_flops", "pack_indices", "pack", "unpack",
+           "pack_weights", "frobenius_scale", "pool", "hot_descriptor", "hot_descriptors"]
+
+ORDERS = (2, 3)
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """x (N, d) with each row divided by its l2 norm, whatever its scale (rows of zeros stay
+    zero): each row is first scaled by a power of two (exact) to max |x| in [0.5, 1), so the
+    norm neither underflows nor overflows."""
+    _, e = np.frexp(np.abs(x).max(axis=1, keepdims=True))
+    y = np.ldexp(x, -e)
+    norm = np.linalg.norm(y, axis=1, keepdims=True)
+    return np.divide(y, norm, out=np.zeros_like(y), where=norm > 0)
+
+
+def _check_order(order: int) -> None:
+    if order not in ORDERS:
+        raise ValueError(f"order={order!r} must be one of {ORDERS} (SO, TO)")
+
+
+def _check_dim(d: int) -> None:
+    if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < 1:
+        raise ValueError(f"d={d!r} must be an integer >= 1")
+
+
+def n_unique(d: int, order: int) -> int:
+    """Number of unique entries: d(d+1)/2 (SO), d(d+1)(d+2)/6 (TO)."""
+    _check_dim(d)
+    _check_order(order)
+    return math.comb(d + order - 1, order)
+
+
+# --------------------------------------------------------------------------------------------
+# packing: the fixed order is lexicographic over i <= j (SO) and i <= j <= k (TO)
+# --------------------------------------------------------------------------------------------
+def _pair_offsets(d: int) -> np.ndarray:
+    """off[y] = number of pairs (y', z), y' <= z, with y' < y: row y's start in SO pack order."""
+    return np.concatenate([[0], np.cumsum(d - np.arange(d))])
+
+
+@functools.lru_cache(maxsize=32)
+def pack_indices(d: int, order: int) -> tuple[np.ndarray, ...]:
+    """Index arrays (i, j[, k]) of the unique entries, each (n_unique,) int64, read-only.
+
+    Order: lexicographic over i <= j (= np.triu_indices(d)) for SO and over i <= j <= k for TO;
+    for TO the entries with a fixed i are the SO pairs (j, k) with j >= i, a suffix of SO order.
+    """
+    _check_dim(d)
+    _check_order(order)
+    I2, J2 = np.triu_indices(d)
+    if order == 2:
+        out = (I2.astype(np.int64), J2.astype(np.int64))
+    else:
+        off = _pair_offsets(d)
+        I3 = np.concatenate([np.full(off[-1] - off[i], i) for i in range(d)])
+        J3 = np.concatenate([I2[off[i]:] for i in range(d)])
+        K3 = np.concatenate([J2[off[i]:] for i in range(d)])
+        out = (I3.astype(np.int64), J3.astype(np.int64), K3.astype(np.int64))
+    for a in out:
+        a.flags.writeable = False
+    return out
+
+
+def _infer_order(X, order: int | None) -> int:
+    if order is None:
+        order = X.ndim
+    _check_order(order)
+    if X.ndim < order or len(set(X.shape[-order:])) != 1:
+        raise ValueError(f"X has shape {tuple(X.shape)}; expected (..., d{', d' * (order - 1)})")
+    return order
+
+
+def pack(X, order: int | None = None):
+    """Unique entries of a (super-)symmetric X (..., d, d[, d]) -> (..., n_unique).
+
+    order: 2 or 3; default X.ndim (no batch axes). numpy or torch (differentiable gather).
+    """
+    order = _infer_order(X, order)
+    idx = pack_indices(X.shape[-1], order)
+    if isinstance(X, torch.Tensor):
+        idx = tuple(torch.from_numpy(np.array(a)).to(X.device) for a in idx)
+    return X[(..., *idx)]
+
+
+def unpack(v, d: int, order: int):
+    """Exact inverse of pack: v (..., n_unique) -> (..., d, d[, d]) symmetric. numpy or torch."""
+    idx = pack_indices(d, order)
+    if v.shape[-1] != len(idx[0]):
+        raise ValueError(f"v has {v.shape[-1]} entries on its last axis; d={d}, order={order} "
+                         f"needs {len(idx[0])}")
+    shape = tuple(v.shape[:-1]) + (d,) * order
+    if isinstance(v, torch.Tensor):
+        idx = tuple(torch.from_numpy(np.array(a)).to(v.device) for a in idx)
+        out = v.new_zeros(shape)
+    else:
+        out = np.zeros(shape, dtype=np.asarray(v).dtype)
+    perms = [(0, 1), (1, 0)] if order == 2 else \
+        [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]
+    for p in perms:
+        out[(..., *(idx[a] for a in p))] = v
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _pack_weights(d: int, order: int) -> np.ndarray:
+    idx = pack_indices(d, order)
+    if order == 2:
+        w = np.where(idx[0] == idx[1], 1.0, 2.0)
+    else:
+        i, j, k = idx
+        distinct = 1 + (i != j).astype(int) + (j != k).astype(int)  # sorted: i <= j <= k
+        w = np.array([0.0, 1.0, 3.0, 6.0])[distinct]
+    w.flags.writeable = False
+    return w
+
+
+def pack_weights(d: int, order: int) -> np.ndarray:
+    """Multiplicities (n_unique,) float64: SO 1 (diagonal) / 2; TO 1 / 3 / 6 (distinct indices).
+
+    sum(w * pack(X) * pack(Y)) == <X, Y>_F for symmetric X, Y.
+    """
+    return _pack_weights(d, order)
+
+
+def frobenius_scale(packed, d: int, order: int):
+    """packed (..., n_unique) * sqrt(pack_weights): plain dot products become <X, Y>_F."""
+    s = np.sqrt(pack_weights(d, order))
+    if isinstance(packed, torch.Tensor):
+        return packed * torch.as_tensor(s, dtype=packed.dtype, device=packed.device)
+    return packed * s.astype(np.result_type(packed.dtype, np.float32), copy=False)
+
+
+# --------------------------------------------------------------------------------------------
+# pooling
+# --------------------------------------------------------------------------------------------
+def _prepare(phi, order: int, weights=None, center: bool = False):
+    """psi (..., N, d) = phi - mu, and a (..., N) = w_n^r / N. numpy or torch."""
+    N = phi.shape[-2]
+    if N < 1:
+        raise ValueError("phi has N=0 windows; pooling needs N >= 1")
+    is_torch = isinstance(phi, torch.Tensor)
+    if center:
+        mu = phi.mean(dim=-2, keepdim=True) if is_torch else phi.mean(axis=-2, keepdims=True)
+        psi = phi - mu
+    else:
+        psi = phi
+    if weights is None:
+        if is_torch:
+            return psi, torch.full(phi.shape[:-1], 1.0 / N, dtype=phi.dtype, device=phi.device)
+        return psi, np.full(phi.shape[:-1], 1.0 / N, dtype=phi.dtype)
+    if tuple(weights.shape) != tuple(phi.shape[:-1]):
+        raise ValueError(f"weights has shape {tuple(weights.shape)}; expected "
+                         f"{tuple(phi.shape[:-1])} (one per window)")
+    if bool((weights < 0).any()):
+        raise ValueError("weights must be >= 0 (attention weights, HoT)")
+    if isinstance(phi, torch.Tensor):
+        return psi, weights.to(phi.dtype) ** order / N
+    return psi, (np.asarray(weights) ** order / N).astype(phi.dtype, copy=False)
+
+
+def pool(phi, order: int, weights=None, center: bool = False):
+    """X = (1/N) sum_n w_n^r (phi_n - mu)^(x)r (HoT supplement): SO (d, d) or TO (d, d, d).
+
+    phi: (N, d) (or (..., N, d)), numpy or torch (differentiable). weights: (N,) >= 0, default
+    ones. center: mu = the unweighted mean of phi over windows (ours), else mu = 0.
+    """
+    _check_order(order)
+    if phi.ndim < 2:
+        raise ValueError(f"phi has shape {tuple(phi.shape)}; expected (N, d)")
+    psi, a = _prepare(phi, order, weights, center)
+    aw = a[..., :, None] * psi
+    if order == 2:
+        return aw.mT @ psi
+    N, d = psi.shape[-2:]
+    kr = (psi[..., :, :, None] * psi[..., :, None, :]).reshape(*psi.shape[:-2], N, d * d)
+    return (aw.mT @ kr).reshape(*psi.shape[:-2], d, d, d)
+
+
+# --------------------------------------------------------------------------------------------
+# fast HoT descriptors (numpy)
+# --------------------------------------------------------------------------------------------
+_BLOCK = 8  # rows per block in the reconstruction (fastest at d=128, k=64)
+_STACK_BYTES = 32 << 20  # (ours) videos are stacked into one computation up to ~32 MiB of work
+
+
+class _Scratch:
+    """Work arrays reused from call to call for the big intermediates (ours): freshly mapped
+    memory costs a page fault per 4 KiB, and unmapping it stalls every thread of the process;
+    depending on the allocator's state that churn made threaded batches run at one-core speed.
+    One per computation running at a time; free ones wait in _FREE_SCRATCH. Buffers grow to
+    the largest stack's needs (about _STACK_BYTES, see _stacks) and are kept."""
+
+    def __init__(self) -> None:
+        self._bufs: dict[str, np.ndarray] = {}
+
+    def array(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """An uninitialised C-contiguous array of shape and dtype, on buffer `name`."""
+        dtype = np.dtype(dtype)
+        nbytes = math.prod(shape) * dtype.itemsize
+        buf = self._bufs.get(name)
+        if buf is None or buf.size < nbytes:
+            buf = self._bufs[name] = np.empty(nbytes, dtype=np.uint8)
+        return buf[:nbytes].view(dtype).reshape(shape)
+
+
+_FREE_SCRATCH: list[_Scratch] = []  # list.pop and list.append are atomic
+
+
+@contextlib.contextmanager
+def _scratch():
+    """A _Scratch for the duration of one computation, back on the free list after."""
+    try:
+        scratch = _FREE_SCRATCH.pop()
+    except IndexError:
+        scratch = _Scratch()
+    try:
+        yield scratch
+    finally:
+        _FREE_SCRATCH.append(scratch)
+
+
+@functools.lru_cache(maxsize=16)
+def _triple_offsets(d: int) -> np.ndarray:
+    """off3[x] = position of the first TO entry (x, x, x) in pack order; d + 1 entries."""
+    off2 = _pair_offsets(d)
+    return np.concatenate([[0], np.cumsum(off2[-1] - off2[:-1])])
+
+
+@functools.lru_cache(maxsize=16)
+def _pair_major_index(k: int) -> np.ndarray:
+    """Flat positions of the TO pack-order entries (i, j, l) in a (k(k+1)/2, k) array indexed
+    [SO pack position of (j, l), i]: (off2[j] + l - j) k + i."""
+    i, j, l = pack_indices(k, 3)
+    flat = (_pair_offsets(k)[j] + l - j) * k + i
+    flat.flags.writeable = False
+    return flat
+
+
+@functools.lru_cache(maxsize=16)
+def _full_to_packed(k: int) -> np.ndarray:
+    """(k, k, k) int64: the pack-order position of every entry of a super-symmetric tensor."""
+    s = np.sort(np.stack(np.meshgrid(*(np.arange(k),) * 3, indexing="ij")), axis=0)
+    i, j, l = s
+    off2 = _pair_offsets(k)
+    pos = _triple_offsets(k)[i] + off2[j] - off2[i] + (l - j)
+    pos.flags.writeable = False
+    return pos
+
+
+def _row_blocks(d: int, block: int) -> list[tuple[int, int]]:
+    return [(y0, min(d, y0 + block)) for y0 in range(0, d, block)]
+
+
+@functools.lru_cache(maxsize=16)
+def _tile_index(d: int, block: int) -> tuple[np.ndarray, int]:
+    """(flat, size): where each TO pack-order entry (x, y, z) lies in _reconstruct_pack_to's tiles.
+
+    The tile of row block [y0, y1) is S[x, y, z] for x < y1, y0 <= y < y1, z >= y0, C order,
+    tiles one after another; size is their total length.
+    """
+    x, y, z = pack_indices(d, 3)
+    starts, size = [], 0
+    for y0, y1 in _row_blocks(d, block):
+        starts.append(size)
+        size += y1 * (y1 - y0) * (d - y0)
+    y0 = y - y % block
+    width = d - y0  # z runs over [y0, d)
+    flat = np.asarray(starts)[y // block] + (x * np.minimum(block, width) + y - y0) * width \
+        + z - y0
+    flat.flags.writeable = False
+    return flat, size
+
+
+def _reconstruct_flops(d: int, k: int, block: int = _BLOCK) -> int:
+    """Multiply-adds of _reconstruct_pack_to as executed (tiles' waste included)."""
+    return k ** 3 * d + sum((y1 - y0) * k * k * (d - y0) + y1 * k * (y1 - y0) * (d - y0)
+                            for y0, y1 in _row_blocks(d, block))
+
+
+def _reconstruct_pack_to(core_hat: np.ndarray, U: np.ndarray, block: int = _BLOCK, *,
+                         out: np.ndarray | None = None,
+                         scratch: _Scratch | None = None) -> np.ndarray:
+    """pack(core_hat x1 U x2 U x3 U) for super-symmetric core_hat (..., k, k, k), U (..., d, k).
+
+    Three GEMM stages (by super-symmetry the mode order is free), over row blocks
+    [y0, y1) of `block` rows: T1[b, y, a] = sum_c U[y, c] core[b, c, a];
+    T2[a, y, z] = sum_b T1[b, y, a] U[z, b] for y in the block and z >= y0;
+    S[x, y, z] = sum_a U[x, a] T2[a, y, z] for x < y1 (one GEMM per block). The tiles S hold
+    every x <= y <= z once (plus the few x > y or z < y near the block's diagonal); one gather
+    puts them in pack order. Few, large BLAS calls, so threads running other videos meanwhile
+    seldom wait for the GIL. Work: _reconstruct_flops (~ k^3 d + k^2 d^2 / 2 + k d^3 / 6
+    multiply-adds). out: (..., n_unique(d, 3)) to write into; scratch: where T1, T2, S live.
+    """
+    k = core_hat.shape[-1]
+    batch, d = U.shape[:-2], U.shape[-2]
+    dtype = core_hat.dtype
+    scratch = _Scratch() if scratch is None else scratch
+    flat, size = _tile_index(d, block)
+    T1 = np.matmul(U[..., None, :, :], core_hat,
+                   out=scratch.array("T1", (*batch, k, d, k), dtype))  # (..., b, y, a)
+    S = scratch.array("tiles", (*batch, size), dtype)
+    start = 0
+    for y0, y1 in _row_blocks(d, block):
+        b, width = y1 - y0, d - y0
+        T2 = scratch.array("T2", (*batch, k, b, width), dtype)  # (..., a, y, z)
+        np.matmul(np.moveaxis(T1[..., y0:y1, :], -3, -1), U[..., None, y0:, :].mT,
+                  out=T2.swapaxes(-3, -2))
+        S_blk = S[..., start:start + y1 * b * width].reshape(*batch, y1, b * width)
+        np.matmul(U[..., :y1, :], T2.reshape(*batch, k, b * width), out=S_blk)  # (x, (y, z))
+        start += y1 * b * width
+    if out is None:
+        out = np.empty((*batch, len(flat)), dtype=dtype)
+    return np.take(S, flat, axis=-1, mode="wrap", out=out)
+
+
+def _range_basis(psi: np.ndarray):
+    """(Q, Y): psi = Y Q^T to rounding, Q (..., d, k) orthonormal, Y (..., N, k), from the thin
+    SVD psi = W S V^T (Q = V, Y = W S) of windows scaled to max |phi| < 1 (hot_descriptors).
+
+    Rank-revealing for every N (ours): a singular value <= max(N, d) eps max(s_1, 1) (numpy's
+    matrix_rank tolerance, never below the rounding of centring such windows) counts as zero and
+    its column of Y is set to exact zeros; k is the largest numerical rank of the stack (>= 1).
+    All of X lives in span(psi_n), so the EPN is solved in k dimensions and lifted back with Q;
+    the null directions of X are exact zeros (g(0) = 0), never rounding noise that g would
+    inflate (Gamma: (1e-16)^0.1 = 0.03).
+    """
+    N, d = psi.shape[-2:]
+    W, S, Vt = np.linalg.svd(psi, full_matrices=False)
+    kept = S > max(N, d) * np.finfo(psi.dtype).eps * np.maximum(S[..., :1], 1.0)
+    k = max(1, int(kept.sum(axis=-1).max()))
+    Y = W[..., :k] * np.where(kept, S, 0)[..., None, :k]
+    return np.ascontiguousarray(Vt[..., :k, :].mT), Y
+
+
+def _tied(mu: np.ndarray) -> np.ndarray:
+    """Whether the ascending eigenvalues mu (..., k) have a tie among the nonzero ones (above
+    snap_tol): neighbours within sqrt(eps) of the larger (as in epn.stable_eigh), where the
+    eigenvectors eigh returns are any basis of their joint eigenspace -> (...,) bool."""
+    lo, hi = mu[..., :-1], mu[..., 1:]
+    close = hi - lo <= math.sqrt(np.finfo(mu.dtype).eps) * hi
+    return (close & (lo > snap_tol(mu))).any(axis=-1)
+
+
+def _so_descriptors(psi, a, fn, spectrum_norm, unit, out, scratch):
+    """SO EPN of X = Psi^T A Psi, psi (B, N, d), a (B, N) -> out (B, n_unique(d, 2)); False:
+    a matrix function of X, it never depends on the eigenbasis."""
+    Q, Y = _range_basis(psi)
+    lam, V = np.linalg.eigh(Y.mT @ (a[..., :, None] * Y))
+    lam_hat = apply_spectral(lam, fn, spectrum_norm, order=2, unit=unit)
+    U = Q @ V
+    Xhat = (U * lam_hat[..., None, :]) @ U.mT
+    out[...] = Xhat[(..., *pack_indices(psi.shape[-1], 2))]
+    return False
+
+
+def _to_descriptors(psi, a, fn, spectrum_norm, unit, out, scratch):
+    """TO EPN of X = sum_n a_n psi_n^(x)3, psi (B, N, d), a (B, N) -> out (B, n_unique(d, 3));
+    returns (B,) bool: X_(1) X_(1)^T has tied nonzero eigenvalues (_tied), so the HOSVD core and
+    the result depend on the basis eigh picks in their eigenspace."""
+    Q, Y = _range_basis(psi)
+    batch, k = Y.shape[:-2], Y.shape[-1]
+    G = Y @ Y.mT  # Gram matrix Psi Psi^T (N, N)
+    C = a[..., :, None] * (G * G) * a[..., None, :]
+    mu, V = np.linalg.eigh(Y.mT @ C @ Y)  # X_(1) X_(1)^T = Psi^T A (G o G) A Psi (METHOD.md)
+    Z = np.ascontiguousarray((Y @ V).mT)  # (B, k, N): Z[i, n] = u_i^T psi_n
+    # core[i, j, l] = sum_n a_n Z[i, n] Z[j, n] Z[l, n] (METHOD.md: (1/N) sum_n (U^T phi_n)^(x)3),
+    # formed for the pairs j <= l only: (pairs, k), then the unique i <= j <= l in pack order
+    j, l = pack_indices(k, 2)
+    core = (Z[..., j, :] * Z[..., l, :]) @ (a[..., :, None] * Z.mT)
+    packed = np.take(core.reshape(*batch, -1), _pair_major_index(k), axis=-1)
+    weight = pack_weights(k, 3).astype(core.dtype)
+    # odd moments can cancel (two centred windows: psi_2 = -psi_1), leaving a core of rounding
+    # noise, ||core|| ~ eps sum_n a_n ||psi_n||^3, that the spectrum norm would blow up: zero it
+    terms = np.sum(a * np.linalg.norm(Y, axis=-1) ** 3, axis=-1, keepdims=True)
+    cancelled = np.sqrt(np.sum(weight * packed * packed, axis=-1, keepdims=True)) \
+        <= 8 * np.finfo(core.dtype).eps * math.sqrt(k) * terms
+    packed = np.where(cancelled, 0, packed)
+    # g acts on the k(k+1)(k+2)/6 unique core entries only; norms count their multiplicities
+    packed_hat = apply_spectral(packed, fn, spectrum_norm, order=3, n_axes=1, unit=unit,
+                                multiplicity=weight, side=k)
+    core_hat = np.take(packed_hat, _full_to_packed(k), axis=-1, mode="wrap",
+                       out=scratch.array("core", (*batch, k, k, k), core.dtype))
+    _reconstruct_pack_to(core_hat, np.ascontiguousarray(Q @ V), out=out, scratch=scratch)
+    return _tied(mu) & ~cancelled[..., 0]
+
+
+_DESCRIPTORS = {2: _so_descriptors, 3: _to_descriptors}
+
+
+def descriptor_flops(N: int, d: int, order: int, block: int = _BLOCK) -> int:
+    """Floating-point operations of hot_descriptor for phi (N, d) (2 per multiply-add).
+
+    Counts the dense products as executed (block waste included) plus LAPACK's nominal costs,
+    k = min(N, d) (the rank of phi; less for rank-deficient windows): the thin SVD of psi
+    (N, d) with both factors ~ 6 m k^2 + 20 k^3, m = max(N, d), and symmetric eigh with vectors
+    ~ 9 k^3 (Golub & Van Loan). Multiply-adds, with P = k(k+1)/2 pairs:
+    SO: Y^T A Y N k^2, lift U = Q V d k^2, U diag(g) U^T d^2 k.
+    TO: Gram Y Y^T N^2 k, Y^T C Y N^2 k + N k^2, Z = Y V N k^2, core pairs P x N x k, lift
+    d k^2, reconstruction _reconstruct_flops (~ k^3 d + k^2 d^2 / 2 + k d^3 / 6).
+    Entry-wise work (g, gathers, Hadamard products) is not counted.
+    """
+    _check_order(order)
+    k = min(N, d)
+    lapack = 6 * max(N, d) * k * k + 20 * k ** 3 + 9 * k ** 3  # SVD, eigh
+    lift = d * k * k  # U = Q V
+    if order == 2:
+        return int(lapack + 2 * (N * k * k + lift + d * d * k))
+    macs = 2 * N * N * k + 2 * N * k * k  # Gram, Y^T C Y (k x k), Z = Y V
+    macs += N * k * k * (k + 1) // 2 + lift  # core (pairs j <= l), lift
+    macs += _reconstruct_flops(d, k, block)
+    return int(lapack + 2 * macs)
+
+
+def _check_phi(phi) -> np.ndarray:
+    if isinstance(phi, torch.Tensor):
+        raise TypeError("hot_descriptor takes numpy arrays; use tensor_pool.SpectralPowerNorm for torch")
+    phi = np.asarray(phi)
+    if phi.ndim != 2 or phi.shape[0] < 1 or phi.shape[1] < 1:
+        raise ValueError(f"phi has shape {phi.shape}; expected (N, d) with N, d >= 1")
+    if phi.dtype not in (np.float32, np.float64):
+        phi = phi.astype(np.float64)
+    if not np.isfinite(phi).all():
+        raise ValueError("phi contains NaN or Inf")
+    return phi
+
+
+def hot_descriptor(phi, *, order: int, epn: str | SpectralFunction = "maxexp",
+                   epn_params: Mapping[str, Any] | None = None, spectrum_norm: str = "sum",
+                   weights=None, center: bool = False) -> np.ndarray:
+    """Packed EPN(X) of one video, X pooled from phi (N, d): (n_unique(d, order),), phi's dtype.
+
+    SO: eigh of X, in span(phi) (_range_basis). TO (HoT + METHOD.md "cheap algebra"): U from
+    X_(1) X_(1)^T = (1/N^2) Phi^T (G o G) Phi with weights folded in, core (1/N) sum_n
+    (U^T phi_n)^(x)3, g on its unique entries, blocked reconstruction of the unique outputs
+    (_reconstruct_pack_to); never d^4 work and never a d^3 tensor. Equal (to rounding) to
+    pack(epn_to(pool(phi, 3))).
+    epn, epn_params: see epn.make_epn (eta='N' is resolved to N). Other arguments as in pool.
+    """
+    return hot_descriptors([phi], order=order, epn=epn, epn_params=epn_params,
+                           spectrum_norm=spectrum_norm,
+                           weights=None if weights is None else [weights], center=center)[0]
+
+
+@functools.cache
+def _blas_controller():
+    """threadpoolctl's handle on the loaded BLAS libraries (numpy's), made once (~15 ms)."""
+    from threadpoolctl import ThreadpoolController  # a dependency of scikit-learn
+
+    return ThreadpoolController().select(user_api="blas")
+
+
+@functools.lru_cache(maxsize=None)
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A lasting pool of helper threads: fresh threads would redo BLAS's per-thread setup."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="hot_descriptors")
+
+
+_THREADED = threading.Lock()  # held while a batch runs on threads with BLAS limited
+
+
+def _after_fork_in_child() -> None:
+    global _THREADED
+    _pool.cache_clear()  # a forked child has none of the parent's threads
+    _THREADED = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _blas_threads() -> int:
+    return max((lib["num_threads"] for lib in _blas_controller().info()), default=1)
+
+
+def _run_all(fn: Callable[[int], None], n: int, threads: int) -> None:
+    """fn(t) for t in range(n), on min(n, threads) threads with a one-thread BLAS (ours).
+
+    Each task is many small GEMMs, LAPACK on k x k matrices and entry-wise passes, which BLAS
+    threads barely speed up; tasks at once on threads (numpy releases the GIL) use every core
+    BLAS was given (OMP_NUM_THREADS, a joblib worker's share). The calling thread takes tasks
+    too, beside threads - 1 helpers. BLAS is limited to one thread process-wide meanwhile
+    (threadpoolctl), so the threads never oversubscribe the cores; a batch started while
+    another holds that limit runs its tasks one after another.
+    """
+    if min(n, threads) <= 1 or not _THREADED.acquire(blocking=False):
+        for t in range(n):
+            fn(t)
+        return
+    tasks = iter(range(n))  # shared: next() on it is atomic under the GIL
+
+    def drain() -> None:
+        for t in tasks:
+            fn(t)
+
+    try:
+        with _blas_controller().limit(limits=1):
+            helpers = [_pool(threads - 1).submit(drain) for _ in range(min(n, threads) - 1)]
+            try:
+                drain()
+            finally:  # helpers finish (or fail) before the BLAS limit is lifted
+                for helper in helpers:
+                    helper.result()
+    finally:
+        _THREADED.release()
+
+
+def _stacks(n_windows: list[int], d: int, itemsize: int, threads: int) -> list[tuple[int, int]]:
+    """Runs [b0, b1) of consecutive videos with equal N, computed as one stack (ours).
+
+    A stack shares every numpy call, so the per-call overhead (and the GIL hand-overs between
+    threads) is paid once per stack; stacks are at most ceil(B / threads) videos, so each
+    thread gets one, and hold at most _STACK_BYTES of work arrays (T1, core and tiles of
+    _to_descriptors: ~ 2 k^2 d + d^3 / 4 numbers per video, k = min(N, d)).
+    """
+    k = min(max(n_windows), d)
+    per_video = itemsize * (2 * k * k * d + d ** 3 // 4)
+    size = max(1, min(-(-len(n_windows) // threads), _STACK_BYTES // per_video))
+    runs, b0 = [], 0
+    for b in range(1, len(n_windows) + 1):
+        if b == len(n_windows) or n_windows[b] != n_windows[b0] or b - b0 == size:
+            runs.append((b0, b))
+            b0 = b
+    return runs
+
+
+def hot_descriptors(phis: Sequence[np.ndarray], *, order: int,
+                    epn: str | SpectralFunction = "maxexp",
+                    epn_params: Mapping[str, Any] | None = None, spectrum_norm: str = "sum",
+                    weights: Sequence[np.ndarray] | None = None,
+                    center: bool = False, names: Sequence[str] | None = None) -> np.ndarray:
+    """hot_descriptor for each video: phis, a list of (N_b, d) -> (B, n_unique).
+
+    N_b may differ between videos (eta='N' then differs too); d must not. weights: a list of
+    (N_b,) or None. Computed in float32 only if every phi is float32, else in float64; each
+    video is first scaled by a power of two (exact) so that no power of phi leaves that range,
+    and the spectrum norm undoes it (spectrum_norm='sum' is scale-free).
+    Consecutive videos with equal N are stacked into shared numpy calls, and stacks run on as
+    many threads as BLAS has (_stacks, _run_all); rows equal lone hot_descriptor calls to
+    rounding (BLAS sums in another order with another thread count).
+    Degenerate videos (ours) are named (by `names`, else their index): a warning for an all-zero
+    descriptor
+    (nothing to pool) and for TO ties (_tied: the result depends on eigh's basis), a
+    ValueError for a descriptor that leaves the dtype's range.
+    """
+    _check_order(order)
+    phis = [_check_phi(p) for p in phis]
+    if not phis:
+        raise ValueError("phis is empty; expected a list of (N, d) arrays")
+    dims = {p.shape[1] for p in phis}
+    if len(dims) != 1:
+        raise ValueError(f"all phi must share d; got d in {sorted(dims)}")
+    d = dims.pop()
+    if weights is not None and len(weights) != len(phis):
+        raise ValueError(f"weights has {len(weights)} entries for {len(phis)} videos")
+    dtype = np.float32 if all(p.dtype == np.float32 for p in phis) else np.float64
+    if weights is not None:
+        weights = [np.asarray(w, dtype=dtype) for w in weights]
+        for w, p in zip(weights, phis):
+            if w.shape != p.shape[:1]:
+                raise ValueError(f"weights has shape {w.shape}; expected {p.shape[:1]} "
+                                 "(one per window)")
+    n_windows = [p.shape[0] for p in phis]
+    fns = {N: resolve_epn(epn, epn_params, n_windows=N) for N in set(n_windows)}
+    out = np.empty((len(phis), n_unique(d, order)), dtype=dtype)
+    tied = np.zeros(len(phis), dtype=bool)
+    threads = _blas_threads()
+    stacks = _stacks(n_windows, d, out.itemsize, threads)
+
+    def run(s: int) -> None:
+        b0, b1 = stacks[s]
+        phi = np.stack(phis[b0:b1]).astype(dtype, copy=False)
+        # each video times 2^-e, exactly, to max |phi| in [0.5, 1): the powers of phi up to the
+        # sixth (TO's Gram route) stay inside float32's range; `unit` undoes it (spectrum_scale)
+        _, e = np.frexp(np.abs(phi).max(axis=(-2, -1)))
+        phi = np.ldexp(phi, -e[:, None, None])
+        unit = np.ldexp(np.ones((b1 - b0, 1), dtype), -order * e[:, None])
+        w = None if weights is None else np.stack(weights[b0:b1])
+        psi, a = _prepare(phi, order, w, center)
+        with _scratch() as scratch:
+            tied[b0:b1] = _DESCRIPTORS[order](psi, a, fns[n_windows[b0]], spectrum_norm, unit,
+                                              out[b0:b1], scratch)
+
+    _run_all(run, len(stacks), threads)
+    _check_descriptors(out, tied, order=order, center=center, spectrum_norm=spectrum_norm,
+                       names=names)
+    return out
+
+
+def _check_descriptors(out: np.ndarray, tied: np.ndarray, *, order: int, center: bool,
+                       spectrum_norm: str, names: Sequence[str] | None = None) -> None:
+    """Raise for descriptors out (B, n) that left the range of out's dtype; warn for all-zero ones
+    and for TO ties (tied (B,)), naming the videos (by names, else their index in the batch)."""
+    def which(mask: np.ndarray) -> str:
+        if names is not None:
+            return ", ".join(str(names[i]) for i in np.flatnonzero(mask))
+        return f"videos {np.flatnonzero(mask).tolist()} of {len(mask)}"
+
+    finite = np.isfinite(out).all(axis=1)
+    if not finite.all():
+        raise ValueError(f"descriptors of {which(~finite)} are not finite: their values leave the "
+                         f"range of {out.dtype} (spectrum_norm={spectrum_norm!r} keeps the scale "
+                         f"of the windows); use float64 windows or spectrum_norm='sum'")
+    zero = ~out.any(axis=1)
+    if zero.any():
+        causes = ["all-zero windows or weights"]
+        if center:
+            causes.append("windows that center=True makes zero (a single window, identical ones)")
+        if order == 3:
+            causes.append("third moments that cancel (phi_2 = -phi_1)")
+        log.warning("descriptors of %s are all zero, their pooled tensor is zero: %s",
+                    which(zero), "; or ".join(causes))
+    if tied.any():
+        log.warning("TO EPN of %s depends on the eigenbasis: X_(1) X_(1)^T has tied nonzero "
+                    "eigenvalues, and the HOSVD core in their eigenspace depends on the basis eigh "
+                    "picks (the descriptor does not rotate with the windows)", which(tied))
+
+
+# --------------------------------------------------------------------------------------------
+# differentiable pooling + EPN (torch): the layer the learned stage 2 trains through
+# --------------------------------------------------------------------------------------------
+def epn_phi_torch(phi: torch.Tensor, order: int, fn: SpectralFunction, spectrum_norm: str = "sum",
+                  weights: torch.Tensor | None = None, center: bool = False) -> torch.Tensor:
+    """Differentiable EPN of X = (1/N) sum_n w_n^r psi_n^(x)r from phi (..., N, d) directly.
+
+    Returns (..., d, d) for order 2, (..., d, d, d) for order 3. For TO, U comes from the Gram
+    route of METHOD.md: X_(1) X_(1)^T = Psi^T A (G o G) A Psi with G = Psi Psi^T, A = diag(a),
+    and the core is sum_n a_n (U^T psi_n)^(x)3 over the top k = min(N, d) eigenvectors (X is
+    zero outside span(psi_n)) -- no d^4 work. weights: (..., N) >= 0.
+    """
+    psi, a = _prepare(phi, order, weights, center)
+    if order == 2:
+        return epn_so_torch(psi.mT @ (a.unsqueeze(-1) * psi), fn, spectrum_norm)
+    if order != 3:
+        raise ValueError(f"order={order} must be 2 or 3")
+    G = psi @ psi.mT
+    C = a.unsqueeze(-1) * G * G * a.unsqueeze(-2)
+    _, U = stable_eigh(psi.mT @ C @ psi)
+    # X lives in span(psi_n): keep the top k = min(N, d) eigenvectors; the rest see exact zeros
+    U = U[..., : min(psi.shape[-2], psi.shape[-1])]
+    Z = psi @ U
+    core = torch.einsum("...n,...ni,...nj,...nk->...ijk", a, Z, Z, Z)
+    return _core_apply_reconstruct(core, U, fn, spectrum_norm)
+
+
+_TORCH_EPN = {2: epn_so_torch, 3: epn_to_torch}  # order -> differentiable EPN of a pooled X
+
+
+class SpectralPowerNorm(nn.Module):
+    """Pool + EPN (+ pack) as a layer: phi (B, N, d) -> (B, n_unique), differentiable (HoT).
+
+    order: 2 (SO) or 3 (TO). epn, **epn_params: see EPN / make_epn (eta='N' uses N of the input).
+    input: "phi" (phi (B, N, d), optional weights (B, N) in forward) or "tensor" (X (B, d, d) or
+    (B, d, d, d); pass n_windows to forward when eta='N'). pack: return the unique entries in
+    tensor_pool.pack order; frobenius: scale them so dot products are Frobenius inner products.
+    """
+
+    def __init__(self, order: int = 2, epn: str = "maxexp", *, spectrum_norm: str = "sum",
+                 center: bool = False, input: str = "phi", pack: bool = True,
+                 frobenius: bool = True, **epn_params: Any):
+        super().__init__()
+        if order not in _TORCH_EPN:
+            raise ValueError(f"order={order} must be 2 or 3")
+        if input not in ("phi", "tensor"):
+            raise ValueError(f"input={input!r} must be 'phi' or 'tensor'")
+        if spectrum_norm not in SPECTRUM_NORMS:
+            raise ValueError(f"spectrum_norm={spectrum_norm!r} is unknown; known: "
+                             f"{', '.join(SPECTRUM_NORMS)}")
+        self.order, self.input, self.spectrum_norm = order, input, spectrum_norm
+        self.center, self.pack, self.frobenius = center, pack, frobenius
+        self.fn = make_epn(epn, **epn_params)
+
+    def extra_repr(self) -> str:
+        return (f"order={self.order}, epn={self.fn.name}, params={self.fn.param_dict}, "
+                f"spectrum_norm={self.spectrum_norm!r}, input={self.input!r}")
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None,
+                n_windows: int | None = None) -> torch.Tensor:
+        if self.input == "phi":
+            if x.ndim < 2:
+                raise ValueError(f"phi has shape {tuple(x.shape)}; expected (..., N, d)")
+            fn = self.fn.resolve(x.shape[-2])
+            out = epn_phi_torch(x, self.order, fn, self.spectrum_norm, weights, self.center)
+        else:
+            out = _TORCH_EPN[self.order](x, self.fn.resolve(n_windows), self.spectrum_norm)
+        if not self.pack:
+            return out
+        packed = pack(out, self.order)
+        d = out.shape[-1]
+        return frobenius_scale(packed, d, self.order) if self.frobenius else packed

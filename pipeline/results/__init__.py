@@ -1,0 +1,1 @@
+"""Everything that reports: metrics, the results ledger, tables, plots, the HTML report, sweeps."""

@@ -1,0 +1,175 @@
+"""Result tables shaped like the papers': one row per method (configuration), one column per split,
+then the protocol's summary columns; built from score dicts or from ledger records (pipeline.results.ledger).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from typing import Callable
+
+import numpy as np
+
+from pipeline.results.ledger import latest
+
+
+def results_table(rows: dict[str, dict[str, float]], *, metric: str) -> str:
+    """Markdown table; rows: method -> {split: score in [0, 1]}; scores printed in percent."""
+    splits = list(dict.fromkeys(s for scores in rows.values() for s in scores if s != "mean"))
+    head = f"| method ({metric}, %) | " + " | ".join(splits + ["mean"]) + " |"
+    rule = "|---" * (len(splits) + 2) + "|"
+    lines = [head, rule]
+    for name, scores in rows.items():
+        cells = [f"{100 * scores[s]:.2f}" if s in scores else "" for s in splits]
+        mean = sum(scores[s] for s in splits if s in scores) / max(1, sum(s in scores for s in splits))
+        lines.append(f"| {name} | " + " | ".join(cells + [f"{100 * mean:.2f}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def natural_key(name: str) -> list:
+    """Sort key that puts sp2 before sp10 and f1 before f2."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:.2f}"
+
+
+def _mean(scores: dict[str, float], names) -> float | None:
+    values = [scores[n] for n in names if n in scores]
+    return float(np.mean(values)) if values else None
+
+
+def _splits_columns(splits: list[str], fmt: str) -> tuple[list[str], list[str], Callable]:
+    """Official splits (HMDB51/UCF101 sp1..sp3, folds, LOPO groups): mean and sample std over
+    splits; markdown shows "mean ± std" in one cell and flags a row that lacks some splits."""
+    def summary(scores: dict[str, float]) -> list[str]:
+        values = [scores[s] for s in splits if s in scores]
+        mean = _pct(float(np.mean(values)))
+        std = _pct(float(np.std(values, ddof=1))) if len(values) > 1 else ""
+        if fmt == "csv":
+            return [mean, std]
+        cell = f"{mean} ± {std}" if std else mean
+        return [cell + (f" ({len(values)}/{len(splits)} splits)" if len(values) < len(splits) else "")]
+    return splits, (["mean", "std"] if fmt == "csv" else ["mean"]), summary
+
+
+def _yup_columns(splits: list[str], fmt: str) -> tuple[list[str], list[str], Callable]:
+    """YUP++ (Feichtenhofer et al. 2017): static, dynamic, mixed, mean of static and dynamic,
+    mean of all three (blank unless every split it needs is present)."""
+    names = ["static", "dynamic", "mixed"]
+    extra = [s for s in splits if s not in names]
+    if extra:
+        raise ValueError(f"YUP++ records have splits {extra}; expected only {names}")
+
+    def summary(scores: dict[str, float]) -> list[str]:
+        return [_pct(_mean(scores, group)) if all(n in scores for n in group) else ""
+                for group in (names[:2], names)]
+    return names, ["mean(stat/dyn)", "mean(all)"], summary
+
+
+def _mpii_columns(splits: list[str], fmt: str) -> tuple[list[str], list[str], Callable]:
+    """MPII Cooking: one split per held-out subject (7), then mAP = mean over the splits."""
+    def summary(scores: dict[str, float]) -> list[str]:
+        n = sum(s in scores for s in splits)
+        flag = f" ({n}/{len(splits)} splits)" if n < len(splits) and fmt != "csv" else ""
+        return [_pct(_mean(scores, splits)) + flag]
+    return splits, ["mAP"], summary
+
+
+PROTOCOL_TABLES: dict[str, Callable] = {"splits": _splits_columns, "yup": _yup_columns,
+                                        "mpii": _mpii_columns}
+
+
+def _one(records: list[dict], field: str) -> str:
+    values = sorted({str(r[field]) for r in records})
+    if len(values) != 1:
+        raise ValueError(f"one table needs records of one {field}, got {values}; filter them first "
+                         f"(Ledger.records({field}=...)) or use paper_tables")
+    return values[0]
+
+
+def _row_names(rows: dict[str, list[dict]]) -> dict[str, str]:
+    """config_key -> row name: the method, plus a short key suffix where methods collide."""
+    method = {key: recs[-1]["method"] for key, recs in rows.items()}
+    names = {}
+    for key, name in method.items():
+        clash = [k for k, m in method.items() if m == name and k != key]
+        if not clash:
+            names[key] = name
+            continue
+        n = 6
+        while any(k[:n] == key[:n] for k in clash) and n < len(key):
+            n += 2
+        names[key] = f"{name} [{key[:n]}]"
+    return names
+
+
+def _missing_note(name: str, recs: list[dict], splits: list[str]) -> str | None:
+    """'name: sp1 scored 3570/1530, missing 2/0 train/test; ...' when any video went unscored."""
+    if not any(r.get("n_missing_train", 0) or r.get("n_missing_test", 0) for r in recs):
+        return None
+    by_split = {r["split"]: r for r in recs}
+    parts = [f"{s} scored {r['n_train']}/{r['n_test']}, missing "
+             f"{r.get('n_missing_train', 0)}/{r.get('n_missing_test', 0)}"
+             for s in splits if (r := by_split.get(s))]
+    return f"{name}: " + "; ".join(parts) + " (train/test videos)"
+
+
+def paper_table(records: list[dict], fmt: str = "markdown") -> str:
+    """A table shaped like the papers' for records of one dataset, protocol and metric.
+
+    Protocols: "splits" -> method | sp1 | ... | spk | mean (± sample std over splits);
+    "yup" -> method | static | dynamic | mixed | mean(stat/dyn) | mean(all);
+    "mpii" -> method | s08 ... s20 | mAP. One row per configuration (config_key), named by its
+    method; the latest record per (config_key, split) wins. Scores in percent, 2 decimals.
+    When videos went unscored, markdown gets a note per row and split (scored and missing
+    train/test counts) and CSV a "missing" column. fmt: "markdown" or "csv".
+    """
+    if fmt not in ("markdown", "csv"):
+        raise ValueError(f"fmt={fmt!r} must be 'markdown' or 'csv'")
+    if not records:
+        raise ValueError("paper_table: no records")
+    records = latest(records)
+    dataset, protocol, metric = (_one(records, f) for f in ("dataset", "protocol", "metric"))
+    if protocol not in PROTOCOL_TABLES:
+        raise ValueError(f"protocol {protocol!r} is unknown; choose one of {sorted(PROTOCOL_TABLES)}")
+    splits = sorted({r["split"] for r in records}, key=natural_key)
+    splits, summary_names, summary = PROTOCOL_TABLES[protocol](splits, fmt)
+    rows: dict[str, list[dict]] = {}
+    for r in records:
+        rows.setdefault(r["config_key"], []).append(r)
+    names = _row_names(rows)
+    notes = {key: _missing_note(names[key], recs, splits) for key, recs in rows.items()}
+    label = "mAP" if metric == "map" else metric
+
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        missing = any(notes.values())
+        writer.writerow(["method", *splits, *summary_names] + (["missing"] * missing))
+        for key, recs in rows.items():
+            scores = {r["split"]: r["score"] for r in recs}
+            writer.writerow([names[key], *(_pct(scores.get(s)) for s in splits),
+                             *summary(scores)] + ([notes[key] or ""] * missing))
+        return buf.getvalue()
+
+    head = [f"method ({dataset}, {label}, %)", *splits, *summary_names]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for key, recs in rows.items():
+        scores = {r["split"]: r["score"] for r in recs}
+        cells = [names[key], *(_pct(scores.get(s)) for s in splits), *summary(scores)]
+        lines.append("| " + " | ".join(cells) + " |")
+    missing = [note for note in notes.values() if note]
+    if missing:
+        lines += ["", "Unscored videos (missing features or descriptors):", ""]
+        lines += [f"- {note}" for note in missing]
+    return "\n".join(lines) + "\n"
+
+
+def paper_tables(records: list[dict], fmt: str = "markdown") -> dict[str, str]:
+    """One `paper_table` per (dataset, protocol, metric), keyed "dataset (protocol, metric)"."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["dataset"], r["protocol"], r["metric"]), []).append(r)
+    return {f"{d} ({p}, {m})": paper_table(recs, fmt) for (d, p, m), recs in groups.items()}

@@ -1,0 +1,437 @@
+"""Attention classifiers (pipeline.learn.attention): HoT's cached SO/TO mixing against pooling weighted
+windows directly, gradcheck in float64, AP's trace identity and its average-pooling case, STPA's
+unit rows and losses, self-attention, a learned informative group, determinism, save/load."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch.autograd import gradcheck
+from torch.func import functional_call
+
+from pipeline.pooling import epn as E
+from pipeline.pooling import tensor_pool as TP
+from pipeline.learn.attention import ATTENTIONS, build_attention, get_attention, load_attention
+from pipeline.learn.attention.attentional_pooling import AttentionalPooling
+from pipeline.learn.attention.hot import (GroupAttention, HoTAttentionClassifier, HoTModule,
+                                    NoAttentionClassifier, build_cache, hot_descriptor_torch)
+from pipeline.learn.attention.pyramid import (PyramidAttention, attention_loss, interaction_loss,
+                                        pyramid_positions)
+from pipeline.learn.attention.self_attention import SelfAttentionPooling
+from pipeline.learn.heads.base import pad_samples
+
+FN = E.make_epn("maxexp", eta=3.0)
+QUICK = dict(max_epochs=3, patience=3)
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _video(N, d, G, seed):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((N, d)), rng.integers(0, G, N)
+
+
+def _grouped(n_per_class=12, d=8, C=3, seed=0, informative=3, noisy=6):
+    """Group 0 carries the label (windows near e_class, marked by e_7); groups 1, 2 are noise
+    (windows near a random e_k, marked by e_6) and outnumber it."""
+    rng = np.random.default_rng(seed)
+    videos, y = [], []
+    for c in range(C):
+        for _ in range(n_per_class):
+            rows, groups = [], []
+            for g, count in ((0, informative), (1, noisy), (2, noisy)):
+                for _ in range(count):
+                    v = 0.3 * rng.standard_normal(d)
+                    v[c if g == 0 else rng.integers(0, C)] += 2.0
+                    v[7 if g == 0 else 6] += 1.0
+                    rows.append(v)
+                    groups.append(g)
+            videos.append((np.array(rows), np.array(groups)))
+            y.append(c)
+    return videos, np.array(y)
+
+
+# --------------------------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------------------------
+def test_registry_and_unknown_name():
+    assert set(ATTENTIONS) == {"none", "hot", "ap", "pyramid", "self"}
+    assert get_attention("hot") is HoTAttentionClassifier
+    with pytest.raises(ValueError, match="known: none, hot, ap, pyramid, self"):
+        build_attention("transformer")
+
+
+# --------------------------------------------------------------------------------------------
+# HoT: the cached economy is exact
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("N,d", [(7, 6), (5, 9), (16, 8)])  # N < d uses the range basis
+def test_so_mixing_of_cached_group_matrices_equals_pooling_weighted_windows(N, d):
+    phi, groups = _video(N, d, 3, seed=N)
+    w_group = np.array([0.5, 1.7, 1.1])
+    cache = build_cache(phi, groups, 2)
+    a = torch.as_tensor(w_group[cache.present.numpy()]) ** 2 / N
+    mixed = torch.einsum("g,gij->ij", a, cache.blocks)
+    if cache.Q is not None:
+        mixed = cache.Q @ mixed @ cache.Q.T
+    direct = TP.pool(_unit(phi), 2, weights=w_group[groups])
+    np.testing.assert_allclose(mixed.numpy(), direct, atol=1e-13)
+
+
+@pytest.mark.parametrize("order", [2, 3])
+@pytest.mark.parametrize("center", [False, True])
+@pytest.mark.parametrize("N,d", [(7, 6), (5, 9)])
+def test_cached_descriptor_equals_epn_of_directly_pooled_tensor(order, center, N, d):
+    phi, groups = _video(N, d, 3, seed=10 * N + d)
+    w_group = np.array([0.5, 1.7, 1.1])
+    cache = build_cache(phi, groups, order, center=center)
+    out = hot_descriptor_torch(cache, torch.as_tensor(w_group[cache.present.numpy()]), order, FN)
+    X = TP.pool(_unit(phi), order, weights=w_group[groups], center=center)
+    ref = E.epn_so(X, FN) if order == 2 else E.epn_to(X, FN)
+    np.testing.assert_allclose(out.numpy(), ref, atol=1e-12)
+    fast = TP.hot_descriptor(_unit(phi), order=order, epn=FN, weights=w_group[groups],
+                             center=center)
+    np.testing.assert_allclose(TP.pack(out.numpy(), order), fast, atol=1e-12)
+
+
+def test_to_gram_form_of_the_unfolding():
+    """X_(1) X_(1)^T = Psi^T A (G o G) A Psi with a_n = w_n^3 / N: what the TO cache relies on."""
+    phi, groups = _video(9, 5, 3, seed=1)
+    w = np.array([0.5, 1.7, 1.1])[groups]
+    psi = _unit(phi)
+    X = TP.pool(psi, 3, weights=w)
+    X1 = X.reshape(5, 25)
+    A = np.diag(w ** 3 / 9)
+    G = psi @ psi.T
+    np.testing.assert_allclose(X1 @ X1.T, psi.T @ A @ (G * G) @ A @ psi, atol=1e-14)
+    cache = build_cache(phi, groups, 3)
+    np.testing.assert_allclose(cache.H.numpy(), G * G, atol=1e-13)  # N >= d: Y = psi
+
+
+@pytest.mark.parametrize("order", [2, 3])
+@pytest.mark.parametrize("N,d", [(7, 5), (4, 6)])
+def test_hot_descriptor_gradcheck_in_group_weights(order, N, d):
+    phi, groups = _video(N, d, 3, seed=order + N)
+    cache = build_cache(phi, groups, order)
+    w0 = torch.linspace(0.7, 1.4, len(cache.present), dtype=torch.float64, requires_grad=True)
+    assert gradcheck(lambda w: hot_descriptor_torch(cache, w, order, FN), (w0,),
+                     eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("order", [2, 3])
+@pytest.mark.parametrize("nonneg,hidden", [("softplus", 0), ("sigmoid", 3), ("softmax", 0)])
+def test_hot_module_gradcheck_through_attention_network(order, nonneg, hidden):
+    d = 5
+    caches = [build_cache(*_video(N, d, 3, seed=N), order) for N in (6, 4)]
+    torch.manual_seed(0)
+    module = HoTModule(d, 3, order=order, fn=E.make_epn("maxexp"), spectrum_norm="sum",
+                       hidden=hidden, nonneg=nonneg).double()
+    for p in module.attention.parameters():  # move off the zero initialisation
+        torch.nn.init.normal_(p, std=0.3)
+    names = [n for n, _ in module.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_() for p in module.parameters())
+    logits = lambda *ps: functional_call(module, dict(zip(names, ps)), (caches,))  # noqa: E731
+    assert logits(*params).shape == (2, 3)
+    assert gradcheck(logits, params, eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_hot_module_batched_logits_equal_the_linear_layer_on_per_video_descriptors(order):
+    """Videos of equal shapes go through EPN as one batch (in any order), and SO logits come from
+    the unpacked form <U_c, E>_F / ||E||_F + b: the same as the linear layer on each video's
+    l2-normalised Frobenius-scaled packed descriptor."""
+    d = 6
+    caches = [build_cache(*_video(N, d, 3, seed=i), order) for i, N in enumerate((4, 9, 4, 7, 9))]
+    torch.manual_seed(0)
+    module = HoTModule(d, 4, order=order, fn=E.make_epn("maxexp", eta="N"), spectrum_norm="sum",
+                       hidden=0, nonneg="softplus").double()
+    for p in module.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    with torch.no_grad():
+        rows = []
+        for cache, w in zip(caches, module.group_weights(caches)):
+            X = hot_descriptor_torch(cache, w, order, module.fn)
+            rows.append(TP.frobenius_scale(TP.pack(X, order), d, order))
+        rows = torch.nn.functional.normalize(torch.stack(rows), dim=-1)
+        torch.testing.assert_close(module.descriptors(caches), rows, rtol=0, atol=1e-13)
+        torch.testing.assert_close(module(caches), module.classifier(rows), rtol=0, atol=1e-13)
+
+
+def test_group_attention_nonneg_choices():
+    means = torch.randn(5, 4)
+    for nonneg in ("softplus", "sigmoid", "softmax"):
+        att = GroupAttention(4, hidden=0, nonneg=nonneg)
+        np.testing.assert_allclose(att(means, [2, 3]).detach().numpy(), 1.0)  # uniform at start
+        torch.nn.init.normal_(att.score.weight)
+        w = att(means, [2, 3])
+        assert w.shape == (5,) and bool((w >= 0).all())
+    torch.testing.assert_close(w[:2].sum(), torch.tensor(2.0))  # softmax: averages 1 per video
+    torch.testing.assert_close(w[2:].sum(), torch.tensor(3.0))
+    with pytest.raises(ValueError, match="known: softplus, sigmoid, softmax"):
+        GroupAttention(4, nonneg="relu")
+
+
+# --------------------------------------------------------------------------------------------
+# HoT: training
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("order,nonneg", [(2, "softplus"), (3, "softmax")])
+def test_trained_attention_finds_the_informative_group(order, nonneg):
+    videos, y = _grouped(n_per_class=24)
+    clf = HoTAttentionClassifier(order=order, nonneg=nonneg, max_epochs=40, patience=40)
+    clf.fit(videos, y, group_names=["L16_s1", "L16_s2", "L32_s1"])
+    test, y_test = _grouped(seed=1)
+    w = clf.group_weights(test)
+    assert w.shape == (len(test), 3)
+    mean = w.mean(axis=0)
+    # a window's share of X goes with w^r: the informative group's windows count > 2.5x more
+    assert (mean[0] / max(mean[1], mean[2])) ** order > 2.5, mean
+    assert np.mean(w.argmax(axis=1) == 0) >= 0.9
+    assert np.mean(clf.predict(test) == y_test) >= 0.8
+    # the stage-2 hook gives each window its group's weight
+    weigher = pickle.loads(pickle.dumps(clf.weigher()))
+    phi, groups = test[0]
+    names = [clf.group_names_[g] for g in groups]
+    np.testing.assert_allclose(weigher("v0", phi, names), w[0][groups], rtol=1e-5)
+    assert weigher.key == clf.weigher().key and weigher.key.startswith("hot-attention-")
+
+
+def test_hot_trained_twice_identical_and_save_load(tmp_path):
+    videos, y = _grouped(n_per_class=4)
+    params = dict(order=2, hidden=3, weight_decay=(0.0, 1e-3), **QUICK)
+    a = HoTAttentionClassifier(**params).fit(videos, y)
+    b = HoTAttentionClassifier(**params).fit(videos, y)
+    np.testing.assert_array_equal(a.decision_function(videos), b.decision_function(videos))
+    assert a.chosen_params_ == b.chosen_params_
+    loaded = load_attention(a.save(tmp_path / "hot"))
+    assert isinstance(loaded, HoTAttentionClassifier) and loaded.get_params() == a.get_params()
+    np.testing.assert_array_equal(loaded.decision_function(videos), a.decision_function(videos))
+    np.testing.assert_array_equal(loaded.group_weights(videos), a.group_weights(videos))
+    assert loaded.transform(videos).shape == (len(videos), TP.n_unique(8, 2))
+    np.testing.assert_allclose(np.linalg.norm(loaded.transform(videos), axis=1), 1.0)
+
+
+def test_no_attention_weighs_every_group_one_and_absent_groups_are_nan():
+    videos, y = _grouped(n_per_class=4)
+    clf = NoAttentionClassifier(order=3, **QUICK).fit(videos, y)
+    phi, groups = videos[0]
+    keep = groups != 2
+    w = clf.group_weights([(phi[keep], groups[keep])])
+    np.testing.assert_array_equal(w[0, :2], 1.0)
+    assert np.isnan(w[0, 2])
+    with pytest.raises(ValueError, match="group indices"):
+        clf.predict([(phi, groups + 5)])
+
+
+# --------------------------------------------------------------------------------------------
+# attentional pooling
+# --------------------------------------------------------------------------------------------
+def test_ap_score_is_the_trace_form_and_rank_p_sums():
+    torch.manual_seed(0)
+    X = torch.randn(1, 7, 5, dtype=torch.float64)
+    mask = torch.ones(1, 7, dtype=torch.bool)
+    ap = AttentionalPooling(5, 3, rank=1, mean_over_positions=False, bias=False).double()
+    s = ap(X, mask)[0]
+    x = X[0]
+    for k in range(3):
+        a, b = ap.a[k, 0], ap.b[0]
+        torch.testing.assert_close(s[k], torch.trace(x.T @ x @ torch.outer(b, a)))
+        torch.testing.assert_close(s[k], (x @ a) @ (x @ b))
+    ap2 = AttentionalPooling(5, 3, rank=2, per_class_bottom_up=True, bias=False).double()
+    s2 = ap2(X, mask)[0]
+    W = torch.einsum("kpf,kpg->kfg", ap2.b, ap2.a)  # sum_p b_kp a_kp^T
+    ref = torch.stack([torch.trace(x.T @ x @ W[k]) for k in range(3)]) / 7  # mean over n
+    torch.testing.assert_close(s2, ref)
+
+
+def test_average_pooling_is_the_top_down_only_case():
+    torch.manual_seed(1)
+    X = torch.randn(2, 6, 4, dtype=torch.float64)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    avg = AttentionalPooling(4, 3, bottom_up=False).double()
+    torch.nn.init.normal_(avg.bias)
+    ref = X.mean(dim=1) @ avg.a[:, 0].T + avg.bias
+    torch.testing.assert_close(avg(X, mask), ref)
+    # the same as full AP with a constant feature whose bottom-up weight makes X b = 1
+    Xc = torch.cat([X, torch.ones(2, 6, 1, dtype=X.dtype)], dim=-1)
+    ap = AttentionalPooling(5, 3).double()
+    with torch.no_grad():
+        ap.a.copy_(torch.cat([avg.a, torch.zeros(3, 1, 1, dtype=X.dtype)], dim=-1))
+        ap.b.copy_(torch.tensor([[0.0, 0, 0, 0, 1]]))
+        ap.bias.copy_(avg.bias)
+    torch.testing.assert_close(ap(Xc, mask), ref)
+
+
+def test_ap_padding_and_gradcheck():
+    torch.manual_seed(2)
+    samples = [torch.randn(n, 4, dtype=torch.float64) for n in (3, 5)]
+    X, mask = pad_samples(samples)
+    for bottom_up in (True, False):
+        ap = AttentionalPooling(4, 3, rank=2, bottom_up=bottom_up).double()
+        batched = ap(X, mask)
+        for i, s in enumerate(samples):
+            torch.testing.assert_close(batched[i], ap(s[None], torch.ones(1, len(s),
+                                                                          dtype=torch.bool))[0])
+        names = [n for n, _ in ap.named_parameters()]
+        params = tuple(p.detach().clone().requires_grad_() for p in ap.parameters())
+        fn = lambda x, *ps: functional_call(ap, dict(zip(names, ps)), (x, mask))  # noqa: E731
+        assert gradcheck(fn, (X.clone().requires_grad_(), *params), eps=1e-6, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# pyramid attention
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fusion", ["product", "sum", "max"])
+def test_pyramid_rows_unit_norm_and_losses_exactly(fusion):
+    torch.manual_seed(3)
+    layers = [torch.randn(2, 6, 5, dtype=torch.float64), torch.randn(2, 6, 4, dtype=torch.float64)]
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    layers = [x * mask[..., None] for x in layers]
+    net = PyramidAttention([5, 4], 3, n_maps=3, fusion=fusion).double()
+    with torch.no_grad():
+        logits, A, Ys = net(layers, mask)
+    assert logits.shape == (2, 3) and A.shape == (2, 3, 6)
+    torch.testing.assert_close(A.norm(dim=-1), torch.ones(2, 3, dtype=A.dtype))
+    assert float(A[1, :, 4:].detach().abs().max()) == 0.0  # padded positions get no attention
+    for b, n in ((0, 6), (1, 4)):  # the losses, written out with numpy on the valid part
+        a = A[b, :, :n].detach().numpy()
+        x = layers[1][b, :n].numpy()
+        AA = a @ a.T
+        inter = -np.trace(a @ x @ x.T @ a.T) + (AA ** 2).sum() - (np.diag(AA) ** 2).sum()
+        np.testing.assert_allclose(float(interaction_loss(A, layers[1])[b]), inter, rtol=1e-12)
+        total = 0.0
+        for Y in Ys:
+            y = Y[b, :, :n].detach().numpy()
+            sm = np.exp(y - y.max(axis=1, keepdims=True))
+            sm /= sm.sum(axis=1, keepdims=True)
+            total += (1 - np.abs(a - sm) ** 2).sum()
+        np.testing.assert_allclose(float(attention_loss(A, Ys, mask)[b]), np.sqrt(total),
+                                   rtol=1e-12)
+
+
+def test_pyramid_gradcheck_with_losses():
+    torch.manual_seed(4)
+    layers = [torch.randn(2, 5, 3, dtype=torch.float64), torch.randn(2, 5, 4, dtype=torch.float64)]
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    net = PyramidAttention([3, 4], 2, n_maps=2).double()
+
+    def total(x0, x1):
+        logits, A, Ys = net([x0, x1], mask)
+        return logits.sum() + interaction_loss(A, x1).sum() + attention_loss(A, Ys, mask).sum()
+
+    assert gradcheck(total, tuple(x.clone().requires_grad_() for x in layers), eps=1e-6,
+                     atol=1e-6)
+
+
+def test_pyramid_positions_max_pool_lower_maps_to_the_top_grid():
+    rng = np.random.default_rng(0)
+    low, top = rng.standard_normal((3, 2, 4, 4)), rng.standard_normal((3, 5, 2, 2))
+    (xl, xt), shape = pyramid_positions([low, top])
+    assert shape == (3, 2, 2) and xl.shape == (12, 2) and xt.shape == (12, 5)
+    pooled = low.reshape(3, 2, 2, 2, 2, 2).max(axis=(3, 5))  # 2x2 blocks
+    np.testing.assert_allclose(xl, pooled.transpose(0, 2, 3, 1).reshape(12, 2))
+    np.testing.assert_allclose(xt, top.transpose(0, 2, 3, 1).reshape(12, 5))
+
+
+# --------------------------------------------------------------------------------------------
+# self-attention pooling
+# --------------------------------------------------------------------------------------------
+def test_self_attention_formula_masking_and_gradcheck():
+    torch.manual_seed(5)
+    samples = [torch.randn(n, 4, dtype=torch.float64) for n in (3, 5)]
+    X, mask = pad_samples(samples)
+    net = SelfAttentionPooling(4, 3, n_queries=2, key_dim=3).double()
+    att = net.attention(X, mask)
+    torch.testing.assert_close(att.sum(-1), torch.ones(2, 2, dtype=att.dtype))
+    s0 = samples[0]
+    ref = torch.softmax(net.query @ net.key(s0).T / 3 ** 0.5, dim=-1)
+    torch.testing.assert_close(att[0, :, :3], ref)
+    assert float(att[0, :, 3:].detach().abs().max()) == 0.0
+    torch.testing.assert_close(net(X, mask)[0], net.fc((ref @ s0).flatten()))
+    assert gradcheck(lambda x: net(x, mask), (X.clone().requires_grad_(),), eps=1e-6, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# estimators over positions: learn, maps, determinism, save/load
+# --------------------------------------------------------------------------------------------
+def _positions_problem(maps=False, n=90, f=6, seed=0):
+    """One window of each sample carries its class prototype; maps repeat it over 2x2 cells."""
+    rng = np.random.default_rng(seed)
+    protos = rng.standard_normal((3, f)) * 3
+    y = np.arange(n) % 3
+    samples = []
+    for c in y:
+        k = int(rng.integers(3, 7))
+        x = rng.standard_normal((k, f))
+        x[rng.integers(k)] += protos[c]
+        if maps:
+            x = np.repeat(x[:, :, None, None], 4, axis=2).reshape(k, f, 2, 2)
+        samples.append(x)
+    return samples, y
+
+
+@pytest.mark.parametrize("name", ["ap", "pyramid", "self"])
+@pytest.mark.parametrize("maps", [False, True])
+def test_position_classifiers_learn_and_map_positions(name, maps):
+    samples, y = _positions_problem(maps)
+    clf = build_attention(name, max_epochs=40).fit(samples[:60], y[:60])
+    assert clf.decision_function(samples[60:]).shape == (30, 3)
+    assert np.mean(clf.predict(samples[60:]) == y[60:]) >= 0.8
+    maps_out = clf.attention_map(samples[:2])
+    for m, s in zip(maps_out, samples[:2]):
+        assert m.shape[-(s.ndim - 1 if maps else 1):] == ((s.shape[0], 2, 2) if maps
+                                                          else (s.shape[0],))
+    if name == "pyramid":
+        A = maps_out[0].reshape(maps_out[0].shape[0], -1)
+        np.testing.assert_allclose(np.linalg.norm(A, axis=1), 1.0, rtol=1e-6)   # float32
+
+
+@pytest.mark.parametrize("name", ["ap", "pyramid", "self"])
+def test_position_classifiers_deterministic_and_save_load(name, tmp_path):
+    samples, y = _positions_problem()
+    a = build_attention(name, weight_decay=(0.0, 1e-3), **QUICK).fit(samples, y)
+    b = build_attention(name, weight_decay=(0.0, 1e-3), **QUICK).fit(samples, y)
+    np.testing.assert_array_equal(a.decision_function(samples), b.decision_function(samples))
+    loaded = load_attention(a.save(tmp_path / name))
+    assert type(loaded) is type(a) and loaded.get_params() == a.get_params()
+    np.testing.assert_array_equal(loaded.decision_function(samples), a.decision_function(samples))
+    for m1, m2 in zip(loaded.attention_map(samples[:3]), a.attention_map(samples[:3])):
+        np.testing.assert_array_equal(m1, m2)
+
+
+def _last_layer(clf, rows: np.ndarray) -> np.ndarray:
+    """The trained classifier's last layer applied to transform()'s rows (float64)."""
+    m = clf.module_.double()
+    r = torch.as_tensor(rows)
+    with torch.no_grad():
+        if hasattr(m, "a"):                                  # AP: score_k = sum_p a_kp . pooled_p
+            K, P, f = m.a.shape
+            if m.b is None:                                  # pooled = mean(X) (B, f)
+                s = r @ m.a.sum(1).T
+            elif m.b.ndim == 2:                              # shared b: (B, P, f)
+                s = torch.einsum("kpf,bpf->bk", m.a, r.view(-1, P, f))
+            else:                                            # per-class b: (B, K, P, f)
+                s = torch.einsum("kpf,bkpf->bk", m.a, r.view(-1, K, P, f))
+            return (s + m.bias).numpy()
+        layer = getattr(m, "classifier", None) or m.fc
+        return layer(r).numpy()
+
+
+@pytest.mark.parametrize("name,params", [
+    ("hot", dict(order=2)), ("hot", dict(order=3)), ("none", dict(order=2)),
+    ("ap", dict(rank=2)), ("ap", dict(bottom_up=False)), ("ap", dict(per_class_bottom_up=True)),
+    ("pyramid", {}), ("self", dict(n_queries=2))])
+def test_transform_rows_are_what_the_last_layer_reads(name, params):
+    """transform() is the learned representation a new head is fitted on (make train head=svm):
+    the trained last layer applied to it gives decision_function exactly."""
+    if name in ("hot", "none"):
+        samples, y = _grouped(n_per_class=4)
+    else:
+        samples, y = _positions_problem(n=30)
+    clf = build_attention(name, dtype="float64", **params, **QUICK).fit(samples, y)
+    rows = clf.transform(samples)
+    assert rows.shape[0] == len(samples) and np.isfinite(rows).all()
+    np.testing.assert_allclose(_last_layer(clf, rows), clf.decision_function(samples),
+                               rtol=1e-9, atol=1e-9)
