@@ -9,7 +9,7 @@ from pipeline.core.settings import nokey
 
 @dataclass(frozen=True)
 class DescriptorConfig:
-    """Stage 2: count sketch + high-order pooling + EPN per video (METHOD.md, Stage 2)."""
+    """Stage 2: count sketch + high-order pooling + EPN per video (docs/method.md, Stage 2)."""
 
     sketch_dim: int = 256               # d' per part; SO packs d'(d'+1)/2 = 32896 values;
                                         # 0 = no sketch: the raw features (first order, small SO)

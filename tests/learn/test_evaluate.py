@@ -240,6 +240,15 @@ def test_paper_style_names():
     e = ExtractConfig()
     assert method_name(e, DescriptorConfig(order=2, epn="maxexp")) == "SO+MaxExp"
     assert method_name(e, DescriptorConfig(order=3, epn="none")) == "TO (no EPN)"
+    # every EPN parameter and normalisation that differs from the defaults is in the name
+    assert method_name(e, DescriptorConfig(order=2, epn="maxexp", epn_params={"eta": "N"})) == \
+        "SO+MaxExp"
+    assert method_name(e, DescriptorConfig(order=2, epn="maxexp", spectrum_norm="kappa")) == \
+        "SO+MaxExp (kappa norm)"
+    assert method_name(e, DescriptorConfig(order=3, epn="sigme", epn_params={"eta": 5.0},
+                                           center=True)) == "TO+SigmE (eta=5.0, covariance)"
+    assert method_name(e, DescriptorConfig(order=2, epn="none", spectrum_norm="kappa")) == \
+        "SO (no EPN)"                  # without EPN the normalisation changes no number
     assert method_name(e, DescriptorConfig(order=1)) == "first-order (mean)"
     assert method_name(e, DescriptorConfig(order=3, epn="maxexp"),
                        EvaluateConfig(idt="on")) == "TO+MaxExp+IDT"

@@ -86,7 +86,7 @@ class GroupAttention(nn.Module):
 #   psi = Y Q^T with Q (d, k) orthonormal, exact since X lives in span(psi_n)); a step is one
 #   weighted sum of G_v matrices, an eigh of k x k and the lift Q (.) Q^T (EPN maps 0 to 0).
 # - TO: X is cubic in the weights and caching a (d, d, d) tensor per group is too big, so the
-#   cache is the weight-free part of METHOD.md's Gram form: with A = diag(a_n), a_n = w_{g(n)}^3/N,
+#   cache is the weight-free part of docs/method.md's Gram form: with A = diag(a_n), a_n = w_{g(n)}^3/N,
 #       X_(1) X_(1)^T = Psi^T A (G o G) A Psi,   G = Psi Psi^T = Y Y^T,
 #   cached as Y (N, k), H = G o G (N, N) and Q. A step forms B = (A Y)^T H (A Y) (k x k;
 #   O(N^2 k)), U = Q V from eigh(B), the core (1/N) sum_n w_n^3 (V^T y_n)^(x)3 (O(N k^3)), applies g
