@@ -97,7 +97,7 @@ def main() -> int:
         only_a = sum(ca[i] and not cb[i] for i in both)
         only_b = sum(cb[i] and not ca[i] for i in both)
         p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
-        tests.append(f"| {a} vs {b} | {len(both)} | {only_a} | {only_b} | {p:.3f} |")
+        tests.append(f"| {a} vs {b} | {len(both)} | {only_a} | {only_b} | {p:.2g} |")
     print("\n| pair | videos | only the first right | only the second right | McNemar exact p |")
     print("|---|---|---|---|---|")
     print("\n".join(tests))
