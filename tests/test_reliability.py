@@ -36,7 +36,8 @@ from pipeline.extract.settings import ExtractConfig
 from pipeline.core.settings import parse_overrides
 from pipeline.datasets.synthetic import write_video
 from pipeline.pooling.descriptors import compute_descriptors, descriptors_dir, load_view
-from pipeline.learn.evaluate import evaluate, ledger_of
+from pipeline.learn.evaluate import evaluate
+from pipeline.learn.scoring import ledger_of
 from pipeline.extract.features import extract_features, features_dir, load_dataset
 from pipeline.extract.flow_cache import FlowCache
 from pipeline.core.parallel import run_chunk

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import numbers
 import types
 import typing
 from dataclasses import field
@@ -78,3 +79,10 @@ def key_params(config: Any) -> dict[str, Any]:
             if f.metadata.get("key", True)}
 
 
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """value as an int, or ValueError naming `name` unless it is an integer >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
+    return int(value)

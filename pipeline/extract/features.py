@@ -37,19 +37,13 @@ from pipeline.core.settings import key_params
 from pipeline.datasets import Dataset, Item, get_dataset
 from pipeline.extract.flow import AlignedFlow
 from pipeline.extract.flow_cache import FlowCache
+from pipeline.core.devices import resolve_device
 from pipeline.core.parallel import worker_state
 from pipeline.extract.video import VideoError, VideoReader, WindowCutter, WindowGroup
 
 log = logging.getLogger(__name__)
 STAGE, STAGE_VERSION = "features", 5
 QUEUE_WINDOWS = 64          # decoded windows waiting for the backbone (bounds memory)
-
-
-def resolve_device(device: str) -> torch.device:
-    """"auto" -> CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def load_dataset(cfg: ExtractConfig) -> Dataset:
@@ -344,6 +338,8 @@ class ExtractJob:
     modules: tuple[str, ...] = ()     # modules registering the backbones (imported in workers)
     listing: str = ""                 # digest of the dataset's item sources: a worker kept from
                                       # an earlier run rebuilds its index when videos came or went
+    dataset: Dataset | None = None    # carried when the registry cannot rebuild it (predict's
+                                      # VideoSet); None: load_dataset(cfg) in each worker
 
     def state(self) -> tuple[Dataset, dict[str, WindowEncoder], int]:
         """(dataset, stream -> encoder, input size), built once per process."""
@@ -351,7 +347,7 @@ class ExtractJob:
             for module in self.modules:
                 importlib.import_module(module)
             encoders, _, size = build_encoders(self.cfg)
-            return load_dataset(self.cfg), encoders, size
+            return self.dataset or load_dataset(self.cfg), encoders, size
         return worker_state(f"{self.folder}:{self.listing}", build)
 
     def __call__(self, ids: list[str]) -> Iterator[tuple[str, object]]:
@@ -383,10 +379,12 @@ def features_dir(cfg: ExtractConfig, dataset: Dataset, weights: dict[str, dict] 
     return stage_dir(cfg.cache_root, STAGE, dataset.identity, f"{names}-{'+'.join(cfg.layer)}", key)
 
 
-def extract_features(cfg: ExtractConfig) -> StageResult:
+def extract_features(cfg: ExtractConfig, dataset: Dataset | None = None) -> StageResult:
     """Run stage 1 for `cfg`, resuming whatever an earlier run left; a no-op when complete.
-    Items already computed from the same source are kept: a new video computes one item."""
-    dataset = load_dataset(cfg)
+    Items already computed from the same source are kept: a new video computes one item.
+    dataset: the videos, when not cfg's dataset of the registry (predict's new videos)."""
+    carried = dataset
+    dataset = dataset or load_dataset(cfg)
     log.info("%s", dataset.describe())
     weights = stream_weights(cfg)
     folder = features_dir(cfg, dataset, weights)
@@ -404,7 +402,7 @@ def extract_features(cfg: ExtractConfig) -> StageResult:
                                    root=None if cfg.root is None else str(Path(cfg.root).resolve()))
     job = ExtractJob(portable, str(folder.resolve()),
                      tuple(builder_module(n) for n, _ in cfg.stream_backbones().values()),
-                     digest(sources))
+                     digest(sources), carried)
     if cfg.backend == "serial":       # this process runs the items: reuse what is built
         worker_state(f"{job.folder}:{job.listing}", lambda: (dataset, encoders, size))
     else:

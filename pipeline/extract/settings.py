@@ -1,7 +1,7 @@
 """Stage 1 settings (ExtractConfig) and the window presets of each dataset."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.settings import nokey

@@ -6,33 +6,25 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.learn.attention import load_attention
-from pipeline.extract.backbones import builder_module
-from pipeline.core.cache import (StageError, StageResult, atomic_path, digest, read_manifest, stage_lock,
-                            up_to_date)
-from pipeline.core.runner import run_items
+from pipeline.core.cache import (StageError, atomic_path, read_manifest)
 from pipeline.pooling.settings import DescriptorConfig
 from pipeline.learn.settings import EvaluateConfig, TrainConfig
 from pipeline.extract.settings import ExtractConfig
 from pipeline.datasets import Dataset, Item
 from pipeline.datasets.check import is_video
 from pipeline.pooling.descriptors import FeatureInput
-from pipeline.extract.features import (STAGE, STAGE_VERSION, build_encoders, extract_items, features_dir,
-                               flow_cache_of, stream_weights, window_groups)
-from pipeline.core.parallel import worker_state
+from pipeline.extract.features import extract_features
 from pipeline.pooling.sketched import compute_sketched, load_sketched, sketched_ids
 from pipeline.learn.heads import PARAMS_FILE, load_head
-from pipeline.pooling.tensor_pool import unit_rows
+from pipeline.pooling.packing import unit_rows
 from pipeline.learn.train import (CONFIG_FILE, cell_inputs, head_folder, head_tag, learned_rows,
                             samples)
 
@@ -77,53 +69,6 @@ class VideoSet(Dataset):
     @property
     def identity(self) -> str:
         return f"videos-{self.set_name}"
-
-
-@dataclasses.dataclass(frozen=True)
-class VideosJob:
-    """Stage 1 over a VideoSet's items as a picklable job (pipeline.core.parallel), like
-    features.ExtractJob but with the items carried instead of a dataset registry name."""
-
-    cfg: ExtractConfig
-    folder: str
-    videos: VideoSet
-    modules: tuple[str, ...] = ()
-
-    def __call__(self, ids: list[str]) -> Iterator[tuple[str, object]]:
-        def build():
-            for module in self.modules:
-                importlib.import_module(module)
-            return build_encoders(self.cfg)
-        encoders, _, size = worker_state(f"{self.folder}:{digest(self.videos.sources())}", build)
-        items = {item.id: item for item in self.videos.items()}
-        yield from extract_items([items[i] for i in ids], window_groups(self.cfg), encoders,
-                                 size=size, crop=self.cfg.crop, batch_size=self.cfg.batch_size,
-                                 flow=self.cfg.flow,
-                                 flow_cache=flow_cache_of(self.cfg, self.videos, size))
-
-
-def extract_videos(cfg: ExtractConfig, videos: VideoSet) -> StageResult:
-    """Stage 1 on `videos`, into the features folder its configuration keys (resumable, a no-op
-    when complete), with the manifest features.extract_features writes."""
-    weights = stream_weights(cfg)
-    folder = features_dir(cfg, videos, weights)
-    sources = videos.sources()
-    if up_to_date(folder, sources):
-        log.info("features already complete: %s", folder)
-        return StageResult(folder, len(sources), 0, {}, skipped_run=True)
-    groups = window_groups(cfg)
-    job = VideosJob(cfg, str(folder.resolve()), videos,
-                    tuple(builder_module(n) for n, _ in cfg.stream_backbones().values()))
-    manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "weights": weights,
-                "streams": list(cfg.streams), "outputs": cfg.outputs(), "parts": cfg.parts(),
-                "groups": [g.name for g in groups]}
-    with stage_lock(folder):
-        return run_items(folder, list(sources), job, manifest=manifest, sources=sources,
-                         backend=cfg.backend, workers=cfg.workers, scheduler=cfg.scheduler,
-                         required=lambda f: all(f"{o}/{g.name}" in f for o in cfg.outputs()
-                                                for g in groups),
-                         progress=lambda n: tqdm(total=n, desc="extract", unit="video",
-                                                 disable=None))
 
 
 def model_folder(path: str | Path) -> Path:
@@ -187,7 +132,7 @@ def predict(ecfg: ExtractConfig, tcfg: TrainConfig, vcfg: EvaluateConfig
     videos = VideoSet(tcfg.videos)
     log.info("predicting %d videos with %s (%s, split %s), head %s", len(videos.items()), folder,
              info["method"], info["split"], vcfg.head)
-    result = extract_videos(e, videos)
+    result = extract_features(e, videos)
     if not result.ok:
         log.error("%d videos failed in stage 1 and get no prediction: %s", len(result.failures),
                   ", ".join(result.failures))

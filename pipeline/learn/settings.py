@@ -1,7 +1,7 @@
 """Settings of the heads (EvaluateConfig) and of the learned stage 2 (TrainConfig)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.settings import nokey

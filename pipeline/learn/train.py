@@ -14,19 +14,18 @@ import h5py
 import numpy as np
 
 from pipeline.learn.attention import build_attention, load_attention
-from pipeline.core.cache import (StageError, atomic_path, digest, item_path, library_versions,
-                            stage_dir, stage_key, stage_lock, sweep_temporary, write_json)
+from pipeline.core.cache import (StageError, atomic_path, digest, item_path, stage_dir,
+                            stage_key, stage_lock, sweep_temporary, write_json)
 from pipeline.pooling.settings import DescriptorConfig
 from pipeline.learn.settings import EvaluateConfig, TrainConfig
 from pipeline.extract.settings import ExtractConfig
 from pipeline.core.settings import key_params
 from pipeline.datasets import TEST, TRAIN
 from pipeline.pooling.descriptors import read_parts
-from pipeline.learn.evaluate import (PROTOCOLS, Gram, gram_matrix, label_matrix, ledger_of, method_name,
-                               score_split, summarise)
+from pipeline.learn.naming import method_name
+from pipeline.learn.scoring import Gram, gram_matrix, label_matrix, ledger_of, score_split, summarise
+from pipeline.results.recorder import SplitRecorder
 from pipeline.learn.heads import PARAMS_FILE
-from pipeline.results.metrics import METRICS
-from pipeline.results.tables import paper_table
 from pipeline.pooling.sketched import compute_sketched, load_sketched, sketched_ids
 
 log = logging.getLogger(__name__)
@@ -318,10 +317,9 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
     if dataset.metric == "map":
         log.warning("%s is multi-label: the softmax classifier trains on each video's first "
                     "label and is scored by mAP on its class scores", dataset.identity)
-    ledger, protocol = ledger_of(ecfg, vcfg), PROTOCOLS.get(dataset.name, "splits")
     config = {"extract": ecfg, "descriptors": dcfg, "evaluate": vcfg, "train": tcfg}
     cache = {"features": str(inp.folder), "sketched": str(upstream), "train": str(folder)}
-    per_split = {}
+    recorder = SplitRecorder(ledger_of(ecfg, vcfg), dataset, method, row_key, config, cache)
     with stage_lock(folder):                          # one training run per folder at a time
         sweep_temporary(folder)                       # what killed runs left (never a live one's)
         for name, split in splits.items():
@@ -346,33 +344,9 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
                 write_json(path, score_head(out, vcfg, tcfg.attention, tag=tag, split=split,
                                             ids=ids, videos=videos, y=y, metric=dataset.metric,
                                             classes=dataset.classes, levels=levels))
-            r = json.loads(path.read_text())
-            if not ledger.records(config_key=row_key, split=name):  # a kill between: add it
-                ledger.append({"dataset": dataset.identity, "protocol": protocol, "split": name,
-                               "method": method, "metric": dataset.metric, "score": r["score"],
-                               "config_key": row_key, "n_train": r["n_train"],
-                               "n_test": r["n_test"],
-                               "n_missing_train": r["missing_train"],
-                               "n_missing_test": r["missing_test"], "config": config,
-                               "cache": cache, "per_class": r["per_class"],
-                               "confusion": r["confusion"], "classes": list(dataset.classes),
-                               "predictions": r["predictions"], "chosen": r["chosen"],
-                               "wall_time": r["wall_time"], "versions": library_versions()})
-            per_split[name] = r
-            log.info("%s: %s = %.4f (model in %s)", name, dataset.metric,
-                     per_split[name]["score"], out)
-        scores = {name: r["score"] for name, r in per_split.items()}
-        scores["mean"] = float(np.mean(list(scores.values())))
-        records = ledger.records(config_key=row_key)
-        with atomic_path(folder / f"{stem}.md") as tmp:
-            tmp.write_text(paper_table(records) if records else "")
-        results = {"dataset": dataset.identity, "metric": dataset.metric, "method": method,
-                   "scores": scores, "config": config, "config_key": row_key, "head": tag,
-                   "splits": {n: {k: v for k, v in r.items() if k != "predictions"}
-                              for n, r in per_split.items()},
-                   "models": {n: str(folder / n) for n in per_split}, **cache}
-        write_json(folder / f"{stem}.json", results)
-    return folder, json.loads((folder / f"{stem}.json").read_text())
+            recorder.record(name, json.loads(path.read_text()), f" (model in {out})")
+        return folder, recorder.finish(folder, stem, head=tag, **cache,
+                                       models={n: str(folder / n) for n in recorder.per_split})
 
 
 def fit_split(out: Path, *, clf, tcfg: TrainConfig, split: dict[str, str], ids: list[str],

@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import logging
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterator
 
 import h5py
 import numpy as np
@@ -29,7 +29,8 @@ from pipeline.datasets import Dataset
 from pipeline.pooling.epn import make_epn
 from pipeline.pooling.sketch import CountSketch, make_sketches
 from pipeline.core.parallel import worker_state
-from pipeline.pooling.tensor_pool import hot_descriptors, n_unique, unit_rows
+from pipeline.pooling.packing import n_unique, unit_rows
+from pipeline.pooling.tensor_pool import hot_descriptors
 
 log = logging.getLogger(__name__)
 STAGE, STAGE_VERSION = "descriptors", 7
@@ -98,14 +99,12 @@ def find_features(ecfg: ExtractConfig, cfg: DescriptorConfig | None = None) -> F
     return FeatureInput(dataset, folder, manifest, parts, groups, {i: sources[i] for i in done}, missing)
 
 
-def descriptors_dir(ecfg: ExtractConfig, cfg: DescriptorConfig, weigher: "Weigher | None" = None
-                    ) -> tuple[Path, FeatureInput]:
+def descriptors_dir(ecfg: ExtractConfig, cfg: DescriptorConfig) -> tuple[Path, FeatureInput]:
     """(this stage's folder, its input). Keyed by the settings, the parts and the stage-1 folder,
     never by the set of videos."""
     inp = find_features(ecfg, cfg)
     params = {**key_params(cfg), "parts": inp.parts, "groups": inp.groups,
-              "epn_params": make_epn(cfg.epn, **cfg.epn_params).param_dict,   # defaults resolved
-              **({"weigher": weigher.key} if weigher is not None else {})}
+              "epn_params": make_epn(cfg.epn, **cfg.epn_params).param_dict}   # defaults resolved
     unused = ("epn", "epn_params", "spectrum_norm", "center") if cfg.order == 1 else ("first_order",)
     params = {k: v for k, v in params.items() if k not in unused}
     key = stage_key(STAGE, STAGE_VERSION, params, upstream=[inp.folder.name])
@@ -190,16 +189,6 @@ def window_weights(groups: list[str], cfg: DescriptorConfig) -> np.ndarray | Non
     return np.array([float(cfg.group_weights.get(g, 1.0)) for g in groups])
 
 
-class Weigher(Protocol):
-    """The per-window weights hook (filled by a learned attention network): picklable, with a
-    `key` naming it and its parameters (it enters the cache key)."""
-
-    key: str
-
-    def __call__(self, item_id: str, phi: np.ndarray, groups: list[str]) -> np.ndarray:
-        """phi (N, d) sketched windows, their group names -> weights (N,) >= 0."""
-
-
 def unusable(item_id: str, descriptor: np.ndarray, cfg: DescriptorConfig) -> ValueError | None:
     """Why `descriptor` must not be stored (a NaN or Inf, or all zeros: nothing was pooled, and a
     zero row would pass for a video), or None."""
@@ -232,7 +221,6 @@ class DescriptorJob:
     parts: tuple[str, ...]
     groups: tuple[str, ...]
     dims: tuple[int, ...]
-    weigher: Weigher | None = None
     batch: int = 16
 
     def __call__(self, ids: list[str]) -> Iterator[tuple[str, object]]:
@@ -253,8 +241,7 @@ class DescriptorJob:
                     with h5py.File(path, "r") as f:
                         sources.append(str(f.attrs["source"]))
                     phi = sketched(parts, sketches)
-                    w = (self.weigher(item_id, phi, groups) if self.weigher is not None
-                         else window_weights(groups, cfg))
+                    w = window_weights(groups, cfg)
                 except Exception as exc:  # noqa: BLE001 - one bad item never stops a run
                     yield item_id, exc
                     continue
@@ -278,11 +265,10 @@ class DescriptorJob:
                                                             source=source, descriptor=desc)
 
 
-def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig, *,
-                        weigher: Weigher | None = None) -> StageResult:
+def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig) -> StageResult:
     """Run stage 2 over the videos whose stage-1 features are done; resumable, a no-op when
     complete. Items run on ecfg's backend (serial, processes or dask), as in stage 1."""
-    folder, inp = descriptors_dir(ecfg, cfg, weigher)
+    folder, inp = descriptors_dir(ecfg, cfg)
     ids, sources = inp.ids, inp.sources
     if not ids:
         raise StageError(f"no video of {inp.dataset.identity} has stage-1 features in "
@@ -296,12 +282,11 @@ def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig, *,
     sketches = make_sketches(dims, cfg.sketch_dim, cfg.sketch_seed) if cfg.sketch_dim else []
     d = cfg.sketch_dim * len(dims) if cfg.sketch_dim else sum(dims)
     job = DescriptorJob(cfg, str(inp.folder.resolve()), tuple(inp.parts), tuple(inp.groups),
-                        tuple(dims), weigher)
+                        tuple(dims))
     manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "upstream": str(inp.folder),
                 "upstream_config": inp.manifest["config"], "parts": inp.parts, "groups": inp.groups,
                 "part_dims": dims,
-                "d": d, "n_unique": descriptor_size(d, cfg), "missing_upstream": inp.missing,
-                "weigher": weigher.key if weigher is not None else None}
+                "d": d, "n_unique": descriptor_size(d, cfg), "missing_upstream": inp.missing}
     with stage_lock(folder):
         with atomic_path(folder / "sketch.h5") as tmp, h5py.File(tmp, "w") as f:
             for part, sketch in zip(inp.parts, sketches):

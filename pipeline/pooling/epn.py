@@ -504,7 +504,7 @@ def _sym3(X: torch.Tensor) -> torch.Tensor:
     return sum(X.permute(*lead, *p) for p in perms) / 6.0
 
 
-def _core_apply_reconstruct(core, U, fn, spectrum_norm):
+def core_apply_reconstruct(core, U, fn, spectrum_norm):
     core_hat = _ElementwiseG.apply(core / spectrum_scale(core, spectrum_norm, 3, n_axes=3), fn)
     return torch.einsum("...ijk,...ai,...bj,...ck->...abc", core_hat, U, U, U)
 
@@ -539,4 +539,4 @@ def epn_to_torch(X: torch.Tensor, fn: SpectralFunction, spectrum_norm: str = "su
     X1 = Xs.reshape(*Xs.shape[:-3], d, d * d)
     _, U = stable_eigh(X1 @ X1.mT)
     core = torch.einsum("...abc,...ai,...bj,...ck->...ijk", Xs, U, U, U)
-    return _core_apply_reconstruct(core, U, fn, spectrum_norm)
+    return core_apply_reconstruct(core, U, fn, spectrum_norm)

@@ -25,7 +25,8 @@ from pipeline.learn.settings import EvaluateConfig, TrainConfig
 from pipeline.extract.settings import ExtractConfig
 from pipeline.datasets import DATASETS, DatasetError
 from pipeline.pooling.epn import EPN
-from pipeline.learn.evaluate import EPN_NAMES, ledger_of
+from pipeline.learn.naming import EPN_NAMES
+from pipeline.learn.scoring import ledger_of
 from pipeline.results.html import write_html_report
 from pipeline.results.ledger import latest
 from pipeline.results.plots import (plot_confusion, plot_group_attention, plot_per_class, plot_sweep,

@@ -26,7 +26,8 @@ from pipeline.learn.settings import EvaluateConfig, TrainConfig
 from pipeline.extract.settings import ExtractConfig
 from pipeline.core.settings import parse_overrides
 from pipeline.pooling.descriptors import compute_descriptors
-from pipeline.learn.evaluate import evaluate, ledger_of
+from pipeline.learn.evaluate import evaluate
+from pipeline.learn.scoring import ledger_of
 from pipeline.idt.settings import IDTConfig
 from pipeline.results.tables import paper_table
 from pipeline.learn.train import train

@@ -38,14 +38,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import tests.fakes  # noqa: E402,F401 - registers fake_counting
 from pipeline.learn.attention import HoTAttentionClassifier  # noqa: E402
-from pipeline.learn.attention.hot import hot_descriptor_torch  # noqa: E402
+from pipeline.pooling.differentiable import hot_descriptor_torch  # noqa: E402
 from pipeline.core.settings import parse_overrides  # noqa: E402
 from pipeline.extract.settings import ExtractConfig  # noqa: E402
 from pipeline.learn.settings import TrainConfig  # noqa: E402
 from pipeline.pooling.settings import DescriptorConfig  # noqa: E402
 from pipeline.datasets import TRAIN  # noqa: E402
 from pipeline.datasets.synthetic import SyntheticDataset  # noqa: E402
-from pipeline.learn.evaluate import label_matrix  # noqa: E402
+from pipeline.learn.scoring import label_matrix  # noqa: E402
 from pipeline.extract.features import extract_features  # noqa: E402
 from pipeline.learn.heads.base import make_optimizer  # noqa: E402
 from pipeline.pooling.sketched import compute_sketched, load_sketched, sketched_ids  # noqa: E402

@@ -87,28 +87,16 @@ def test_bf16_autocast_stays_close_to_fp32():
     assert np.abs(half - full).max() <= 0.05 * np.abs(full).max()
 
 
-class QuarterLongWindows:
-    """A per-window weights hook: windows of 8 frames count 1/4 (the attention issue's slot)."""
-
-    key = "quarter-L8"
-
-    def __call__(self, item_id, phi, groups):
-        return np.array([0.25 if g.startswith("L8_") else 1.0 for g in groups])
-
-
-def test_group_weights_and_the_weights_hook_change_the_descriptor(tiny_args):
+def test_group_weights_change_the_descriptor(tiny_args):
     e, plain = parse_overrides(tiny_args + ["sketch_dim=8"], ExtractConfig, DescriptorConfig)
     _, weighted = parse_overrides(tiny_args + ["sketch_dim=8", "group_weights={'L8_s1': 0.25}"],
                                   ExtractConfig, DescriptorConfig)
     extract_features(e)
     a, b = compute_descriptors(e, plain), compute_descriptors(e, weighted)
-    c = compute_descriptors(e, plain, weigher=QuarterLongWindows())
-    assert len({a.folder, b.folder, c.folder}) == 3
-    ids, da, _ = load_view(a.folder)
+    assert a.folder != b.folder
+    _, da, _ = load_view(a.folder)
     _, db, _ = load_view(b.folder)
-    _, dc, _ = load_view(c.folder)
     assert not np.allclose(da, db)
-    np.testing.assert_array_equal(db, dc)       # the same weights given either way
 
 
 @pytest.mark.shared_data

@@ -13,18 +13,20 @@ import tests.fakes  # noqa: F401 - registers fake_counting
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import LinearSVC
 
-from pipeline.learn import evaluate as evaluate_module
+from pipeline.learn import scoring as scoring_module
 from pipeline.pooling.settings import DescriptorConfig
 from pipeline.learn.settings import EvaluateConfig
 from pipeline.extract.settings import ExtractConfig
 from pipeline.core.settings import parse_overrides
 from pipeline.datasets import TEST, TRAIN
 from pipeline.pooling.descriptors import compute_descriptors, descriptors_dir, load_view
-from pipeline.learn.evaluate import (Gram, evaluate, fit_scores, fused_scores, gram_matrix, label_matrix,
-                               method_name, prepare, training_coordinates)
+from pipeline.learn.evaluate import evaluate
+from pipeline.learn.naming import method_name
+from pipeline.learn.scoring import (Gram, fit_scores, fused_scores, gram_matrix, label_matrix, prepare,
+                                    training_coordinates)
 from pipeline.extract.features import extract_features
 from pipeline.learn.heads import build_head
-from pipeline.pooling.tensor_pool import n_unique
+from pipeline.pooling.packing import n_unique
 
 
 def full_width_scores(x, y, train, test, *, metric, cfg):
@@ -193,14 +195,14 @@ def test_evaluate_reads_the_descriptors_in_slabs_and_scores_as_the_full_width_pa
     extract_features(e)
     folder = compute_descriptors(e, d).folder
     ids, descriptors, attrs = load_view(folder)
-    real, calls = evaluate_module.gram_matrix, []
+    real, calls = scoring_module.gram_matrix, []
 
     def small_slabs(rows, **kw):                         # several slabs, and no full read
         calls.append(rows.shape)
         assert isinstance(rows, h5py.Dataset)
         return real(rows, **{**kw, "chunk_mb": rows.shape[0] * 8 * 16 / 2 ** 20})
 
-    monkeypatch.setattr(evaluate_module, "gram_matrix", small_slabs)
+    monkeypatch.setattr(scoring_module, "gram_matrix", small_slabs)
     out, results = evaluate(e, d, v)
     assert calls == [descriptors.shape]
     x = prepare(descriptors, d=int(attrs["d"]), order=int(attrs["order"]))

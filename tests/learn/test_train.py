@@ -133,7 +133,8 @@ def test_a_cached_result_takes_the_name_of_the_run_that_asks(setup):
     """name= labels a run without keying it: a later run reaching the same cached training or
     evaluation gets its own row name, not the first run's label."""
     from pipeline.pooling.descriptors import compute_descriptors
-    from pipeline.learn.evaluate import evaluate, method_name
+    from pipeline.learn.evaluate import evaluate
+    from pipeline.learn.naming import method_name
     from pipeline.learn.train import train
     root, args = setup
     for extra in (["attention=none", "head=linear"], []):

@@ -9,7 +9,8 @@ import math
 import torch
 from torch import nn
 
-from pipeline.learn.attention.base import PositionClassifierBase, _check_int, masked_softmax
+from pipeline.core.settings import check_int
+from pipeline.learn.attention.base import PositionClassifierBase, masked_softmax
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,9 @@ class SelfAttentionClassifier(PositionClassifierBase):
 
     def _build_module(self, n_classes: int) -> nn.Module:
         return SelfAttentionPooling(self.n_features_in_, n_classes,
-                                    n_queries=_check_int("n_queries", self.n_queries, 1),
-                                    key_dim=_check_int("key_dim", self.key_dim, 1),
-                                    value_dim=_check_int("value_dim", self.value_dim, 0))
+                                    n_queries=check_int("n_queries", self.n_queries, 1),
+                                    key_dim=check_int("key_dim", self.key_dim, 1),
+                                    value_dim=check_int("value_dim", self.value_dim, 0))
 
     def _forward(self, module, batch):
         X, mask = batch

@@ -19,11 +19,12 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from pipeline.core.cache import atomic_path
+from pipeline.core.devices import resolve_device, torch_dtype
 
 log = logging.getLogger(__name__)
 
 __all__ = ["RowSource", "as_row_source", "stratified_holdout", "stratified_folds", "as_grid",
-           "encode_labels", "TrainResult", "train_early_stopping", "resolve_device", "torch_dtype",
+           "encode_labels", "TrainResult", "train_early_stopping",
            "TorchClassifierBase", "TorchRowHead", "RowData", "SampleData", "pad_samples",
            "ArrayHeadBase", "in_training_basis", "select_by_cv", "two_columns", "write_json",
            "read_json", "PARAMS_FILE"]
@@ -222,20 +223,6 @@ def train_early_stopping(module: nn.Module, epoch_losses: Callable[[int], Iterab
         module.load_state_dict(best_state)
     module.eval()
     return TrainResult(best_epoch, best_val, history)
-
-
-def resolve_device(device: str) -> torch.device:
-    """'cpu', 'cuda', 'cuda:1' or 'auto' (cuda when present). Determinism is promised on CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    table = {"float32": torch.float32, "float64": torch.float64}
-    if name not in table:
-        raise ValueError(f"dtype={name!r} is unknown; known: {', '.join(table)}")
-    return table[name]
 
 
 # --------------------------------------------------------------------------------------------
