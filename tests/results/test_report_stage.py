@@ -129,6 +129,16 @@ def test_report_video_chooses_the_video_and_an_unknown_one_is_an_error(built, ca
     assert make_report(args, capsys, "report_video=")[0] == 2
 
 
+def test_tables_to_writes_the_report_tables_where_asked(built, capsys, tmp_path):
+    args, root, cache = built
+    target = tmp_path / "docs" / "results_persons.md"
+    code, out = make_report(args, capsys, f"tables_to={str(target)!r}")
+    assert code == 0
+    tables = Path(out.strip().splitlines()[-1]).parent / "tables.md"
+    assert target.read_text() == tables.read_text() and "SO+MaxExp" in target.read_text()
+    assert make_report(args, capsys, "tables_to=")[0] == 2
+
+
 def test_no_ledger_or_no_results_is_an_error_that_creates_nothing(built, tmp_path, capsys, caplog):
     args, root, _ = built
     empty = tmp_path / "empty"

@@ -2,6 +2,8 @@
 and, per name, how to tell the weights' identity without building the model."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable
 
 from pipeline.extract.backbones.base import Backbone, InputSpec, WeightsError, WeightsInfo
@@ -49,9 +51,9 @@ def build_backbone(name: str, *, weights: str = "hub", seed: int = 0) -> tuple[B
     return model.eval(), info
 
 
-# Modules that register builders on import.
-from pipeline.extract.backbones import pytorchvideo_zoo  # noqa: E402,F401
-from pipeline.extract.backbones import inception_i3d, torchvision_resnet  # noqa: E402,F401
+# Every module of this package registers its builders on import: a new backbone is a new file.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["BACKBONES", "Backbone", "weights_identity", "InputSpec", "WeightsError", "WeightsInfo", "build_backbone", "builder_module",
            "register"]
