@@ -108,21 +108,34 @@ class ItemWindows:
         self.flow, self.flow_cache = flow, flow_cache
         self.num_frames: int | None = None
 
-    def __iter__(self) -> Iterator[tuple[str, int, int, np.ndarray]]:
+    def pairs(self) -> Iterator[tuple[np.ndarray | None, np.ndarray | None]]:
+        """(RGB frame or None, flow frame or None) for every frame, from one decode (flow from the
+        cache when it holds the item); `num_frames` is set once they end."""
         item, cache = self.item, self.flow_cache
-        cutters = {s: WindowCutter(self.groups) for s in self.streams}
+        count = 0
         if "flow" not in self.streams:
             frames = ((f, None) for f in self.reader)
-            yield from self._cut(cutters, frames)
         elif cache is not None and cache.has(item.id, item.path, item.frames):
             flows = cache.reader(item.id)
             frames = zip(self.reader, flows) if "rgb" in self.streams else ((None, f) for f in flows)
-            yield from self._cut(cutters, frames)
-            if "rgb" in self.streams and self.num_frames != cache.num_frames(item.id):
-                raise RuntimeError(f"{item.path}: decoded {self.num_frames} frames but the flow "
-                                   f"cache holds {cache.num_frames(item.id)}; clear {cache.folder}")
         else:
-            yield from self._cut(cutters, self._computed_flow())
+            frames = self._computed_flow()
+        for pair in frames:
+            count += 1
+            yield pair
+        self.num_frames = count
+        if ("flow" in self.streams and "rgb" in self.streams and cache is not None
+                and cache.has(item.id, item.path, item.frames) and count != cache.num_frames(item.id)):
+            raise RuntimeError(f"{item.path}: decoded {count} frames but the flow "
+                               f"cache holds {cache.num_frames(item.id)}; clear {cache.folder}")
+
+    def __iter__(self) -> Iterator[tuple[str, int, int, np.ndarray]]:
+        cutters = {s: WindowCutter(self.groups) for s in self.streams}
+        for rgb, flow in self.pairs():
+            for stream, frame in (("rgb", rgb), ("flow", flow)):
+                if frame is not None and stream in cutters:
+                    for gi, start, clip in cutters[stream].push(frame):
+                        yield stream, gi, start, clip
         for stream, cutter in cutters.items():
             for gi, start, clip in cutter.finish():
                 yield stream, gi, start, clip
@@ -142,16 +155,6 @@ class ItemWindows:
             if previous is None:
                 raise VideoError(f"{item.path}: no frames could be decoded")
             yield previous, keep(aligned.finish())
-
-    def _cut(self, cutters: dict[str, WindowCutter], frames) -> Iterator[tuple[str, int, int, np.ndarray]]:
-        count = 0
-        for rgb, flow in frames:
-            count += 1
-            for stream, frame in (("rgb", rgb), ("flow", flow)):
-                if frame is not None and stream in cutters:
-                    for gi, start, clip in cutters[stream].push(frame):
-                        yield stream, gi, start, clip
-        self.num_frames = count
 
 
 @dataclasses.dataclass
@@ -304,6 +307,15 @@ def extract_items(items: list[Item], groups: list[WindowGroup], encoders: dict[s
         producer.join()
 
 
+def input_size(cfg: ExtractConfig, models: dict[str, Backbone]) -> int:
+    """The one frame size every stream's backbone gets (size=, else their training size)."""
+    sizes = {cfg.size or m.spec.size for m in models.values()}
+    if len(sizes) > 1:
+        raise ValueError(f"the streams' backbones expect different input sizes {sorted(sizes)}; "
+                         f"set size= to decode once at one size")
+    return sizes.pop()
+
+
 def build_encoders(cfg: ExtractConfig) -> tuple[dict[str, WindowEncoder], dict[str, dict], int]:
     """(stream -> encoder, stream -> weights identity, input size) for `cfg`, validated."""
     device = resolve_device(cfg.device)
@@ -374,7 +386,10 @@ def features_dir(cfg: ExtractConfig, dataset: Dataset, weights: dict[str, dict] 
     """The stage-1 folder of `cfg` on `dataset`: keyed by the settings that change a video's
     features and the weights' identity, never by the set of videos or the splits."""
     weights = stream_weights(cfg) if weights is None else weights
-    key = stage_key(STAGE, STAGE_VERSION, key_params(cfg), weights=weights)
+    params = key_params(cfg)
+    if cfg.trunk == "off":            # exact windows: keyed as before trunk= existed
+        params.pop("trunk"), params.pop("trunk_chunk")
+    key = stage_key(STAGE, STAGE_VERSION, params, weights=weights)
     names = "+".join(name for name, _ in cfg.stream_backbones().values())
     return stage_dir(cfg.cache_root, STAGE, dataset.identity, f"{names}-{'+'.join(cfg.layer)}", key)
 
@@ -392,10 +407,17 @@ def extract_features(cfg: ExtractConfig, dataset: Dataset | None = None) -> Stag
     if up_to_date(folder, sources, strict=cfg.strict_frames):
         log.info("features already complete: %s", folder)
         return StageResult(folder, len(sources), 0, {}, skipped_run=True)
+    groups = window_groups(cfg)
+    required = lambda f: all(f"{o}/{g.name}" in f for o in cfg.outputs() for g in groups)  # noqa: E731
+    if cfg.trunk == "on":
+        from pipeline.extract.trunk import windows_from_trunk
+        manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "weights": weights,
+                    "streams": list(cfg.streams), "outputs": cfg.outputs(), "parts": cfg.parts(),
+                    "groups": [g.name for g in groups]}
+        return windows_from_trunk(cfg, dataset, weights, folder, manifest, required)
     encoders, built, size = build_encoders(cfg)
     if built != weights:
         raise RuntimeError(f"the weights loaded ({built}) are not those identified ({weights})")
-    groups = window_groups(cfg)
     items = {item.id: item for item in dataset.items()}
     # workers may run elsewhere (another cwd, another machine sharing the filesystem): absolute paths
     portable = dataclasses.replace(cfg, cache_root=str(Path(cfg.cache_root).resolve()),
@@ -414,6 +436,5 @@ def extract_features(cfg: ExtractConfig, dataset: Dataset | None = None) -> Stag
         return run_items(folder, list(items), job, manifest=manifest, sources=sources,
                          shard=cfg.shard_tuple(),
                          backend=cfg.backend, workers=cfg.workers, scheduler=cfg.scheduler,
-                         required=lambda f: all(f"{o}/{g.name}" in f for o in cfg.outputs()
-                                                for g in groups),
+                         required=required,
                          progress=lambda n: tqdm(total=n, desc="extract", unit="video", disable=None))
