@@ -335,16 +335,19 @@ def compare_split(a: Mapping, b: Mapping, *, seed: int = 0) -> Paired | None:
                   len(common), test.only_a, test.only_b, test.p, "mcnemar")
 
 
-def compare_records(a: Sequence[Mapping], b: Sequence[Mapping], *,
-                    seed: int = 0) -> tuple[dict[str, Paired | None], Paired | None]:
+def compare_records(a: Sequence[Mapping], b: Sequence[Mapping], *, seed: int = 0,
+                    per_split: bool = True) -> tuple[dict[str, Paired | None], Paired | None]:
     """(per split, overall) paired comparisons of two configurations' records (one per split).
 
     Overall, on the splits both have: one split -> that split's test; several -> the corrected
     resampled t-test on the per-split scores (the splits' training sets overlap), with the
-    discordant counts summed over the splits for reading (accuracy)."""
+    discordant counts summed over the splits for reading (accuracy). per_split=False skips the
+    per-split bootstrap of mAP when there are several splits (the overall test does not use it)."""
     by_a, by_b = {r["split"]: r for r in a}, {r["split"]: r for r in b}
     splits = [s for s in by_a if s in by_b]
-    per = {s: compare_split(by_a[s], by_b[s], seed=seed) for s in splits}
+    skip = not per_split and len(splits) > 1 and by_a[splits[0]]["metric"] == "map" if splits \
+        else False
+    per = {s: None if skip else compare_split(by_a[s], by_b[s], seed=seed) for s in splits}
     if not splits:
         return per, None
     if len(splits) == 1:

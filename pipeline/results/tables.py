@@ -167,9 +167,10 @@ def row_statistics(rows: dict[str, list[dict]], *, seed: int = 0) -> dict[str, d
     for key, recs in rows.items():
         recs = sorted(recs, key=lambda r: natural_key(r["split"]))
         ci = split_interval(recs[0], seed=seed) if len(recs) == 1 else splits_interval(recs)
-        vs_first = (compare_records(recs, rows[first], seed=seed)[1]
+        vs_first = (compare_records(recs, rows[first], seed=seed, per_split=False)[1]
                     if first is not None and key != first else None)
-        vs_best = compare_records(recs, rows[best], seed=seed)[1] if key != best else None
+        vs_best = (compare_records(recs, rows[best], seed=seed, per_split=False)[1]
+                   if key != best else None)
         if key == best:
             mark = "best"
         elif vs_best is None or not np.isfinite(vs_best.p):

@@ -84,3 +84,27 @@ def test_chosen_C_is_blank_without_a_grid():
     assert chosen_C([{"chosen": {"C": 1.0, "C_grid": [0.1, 1.0, 10.0]}},
                      {"chosen": {"C": 10.0, "C_grid": [0.1, 1.0, 10.0, 100.0]}},
                      {"chosen": {"C": 1.0, "C_grid": [1.0, 10.0]}}]) == "1 (2/3), 10 (1/3); at an end 1/3"
+
+
+def test_map_rows_get_bootstrap_intervals_and_tests():
+    import numpy as np
+    rng = np.random.default_rng(0)
+
+    def map_rec(method, key, split, noise, order=2):
+        labels = rng.integers(0, 3, 40)
+        scores = np.eye(3)[labels] + rng.normal(0, noise, (40, 3))
+        preds = [{"id": f"{split}/v{i}", "true": [int(l)], "pred": int(s.argmax()),
+                  "scores": [float(v) for v in s]} for i, (l, s) in enumerate(zip(labels, scores))]
+        from pipeline.results.metrics import mean_average_precision
+        return dict(dataset="mpii", protocol="mpii", split=split, method=method, metric="map",
+                    score=mean_average_precision(labels, scores), n_train=100, n_test=40,
+                    config={"descriptors": {"order": order}}, config_key=key, predictions=preds)
+    one = [map_rec("first-order (mean)", "k1", "s08", 2.0, order=1), map_rec("TO", "k2", "s08", 0.3)]
+    rows = cells(paper_table(one))
+    lo, hi = (float(v) for v in rows["TO"]["95% CI"].strip("[]").split(","))
+    assert lo < 100 * one[1]["score"] < hi
+    assert rows["TO"]["vs best"] == "best" and rows["first-order (mean)"]["vs best"] == "worse"
+    several = one + [map_rec("first-order (mean)", "k1", "s10", 2.0, order=1),
+                     map_rec("TO", "k2", "s10", 0.3)]
+    rows = cells(paper_table(several))
+    assert rows["TO"]["p vs first-order"] and rows["TO"]["pooled [95% CI]"]
