@@ -11,7 +11,7 @@ STAMP   := $(VENV)/.installed
 PIP     := PIP_FIND_LINKS= $(PY) -m pip
 
 .PHONY: setup demo test extract descriptors evaluate idt sweep train predict report check-dataset \
-        bench bench-quality combinations chaos clean-cache
+        bench bench-quality combinations chaos clean-cache compare
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
@@ -68,6 +68,9 @@ predict: setup  # ARGS="model=<trained model folder> videos=<folder or files>": 
 
 chaos: setup  # SIGKILL every stage at seeded random moments; rerun; check (tests/chaos.py --help)
 	$(PY) tests/chaos.py
+
+compare: setup  # ARGS="a=<config key or row name> b=<...>" or ARGS='section="<dataset> (<protocol>, <metric>)"'
+	$(PY) -m stages.compare $(ARGS)
 
 report: setup  # tables and plots of DATASET's results from the ledger, one HTML file (computes nothing)
 	$(PY) -m stages.report dataset=$(DATASET) $(ARGS)

@@ -166,7 +166,7 @@ def fit_scores(x, y: np.ndarray, train: np.ndarray, test: np.ndarray, *,
                         max_iter=10000)
         clf = OneVsRestClassifier(svm).fit(z[train], y[train])
         return clf.decision_function(z[test]), {}
-    params = {"C": cfg.C} if cfg.head in ("svm", "logreg") else {}
+    params = {"C": cfg.C, "C_extend": cfg.C_extend} if cfg.head in ("svm", "logreg") else {}
     head = build_head(cfg.head, seed=seed, **params).fit(z[train], y[train].argmax(1))
     scores = np.full((int(test.sum()), y.shape[1]), -np.inf)
     scores[:, head.classes_] = head.decision_function(z[test])

@@ -31,7 +31,8 @@ from pipeline.results.html import write_html_report
 from pipeline.results.ledger import latest
 from pipeline.results.plots import (plot_confusion, plot_group_attention, plot_per_class, plot_sweep,
                             plot_window_attention)
-from pipeline.results.tables import natural_key, paper_table
+from pipeline.results.stats import format_interval
+from pipeline.results.tables import natural_key, paper_table, row_statistics
 
 log = logging.getLogger(__name__)
 
@@ -465,6 +466,23 @@ def window_plot(model: Configuration, split: str, video: str, folder: Path, *,
                                        f"{video}")
 
 
+def within_noise(top: Configuration, configs: list[Configuration]) -> str:
+    """A sentence naming the configurations of top's protocol and metric that a paired test does
+    not distinguish from it (tables.row_statistics: p >= 0.05), with top's 95% interval."""
+    kind = (top.records[0]["protocol"], top.records[0]["metric"])
+    rows = {c.key: c.records for c in configs
+            if (c.records[0]["protocol"], c.records[0]["metric"]) == kind}
+    stats = row_statistics(rows)
+    names = {c.key: c.method for c in configs}
+    tied = [names[k] for k, s in stats.items() if s["mark"] == "within noise"]
+    ci = stats[top.key]["ci"]
+    head = f"95% CI {format_interval(ci)}; " if ci is not None else ""
+    if not tied:
+        return head + "every other configuration is significantly worse (p < 0.05) or untested."
+    return head + (f"within noise of it (paired p >= 0.05): {', '.join(tied[:12])}"
+                   + (f" and {len(tied) - 12} more" if len(tied) > 12 else "") + ".")
+
+
 def configurations_table(configs: list[Configuration], cache_root: Path, fmt: str) -> str:
     """Each configuration with its mean, its config key and its cache folders (traceability)."""
     def where(c: Configuration) -> str:
@@ -545,7 +563,9 @@ def write_report(ecfg: ExtractConfig, vcfg: EvaluateConfig, *, video: str | None
     summary = [f"Built from the results ledger {ledger.path}: {len(records)} records, "
                f"{len(configs)} configurations; nothing was recomputed.",
                f"Best configuration (mean over {len(top.records)} splits): {top.method}, "
-               f"{100 * top.mean:.2f}%, config key {top.key[:12]}.", ""]
+               f"{100 * top.mean:.2f}%, config key {top.key[:12]}. {within_noise(top, configs)}",
+               "Every table row carries its 95% interval and paired p-values against the "
+               "first-order row and the best row (docs/statistics.md).", ""]
     summary += [f"- {note}" for note in notes]
     return write_html_report(out / "report.html", title=f"{identity}: results", tables=tables,
                              images=images, notes="\n".join(summary))

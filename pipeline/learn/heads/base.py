@@ -552,10 +552,16 @@ def in_training_basis(M: np.ndarray, rows, A: np.ndarray, *, chunk: int = 512) -
 # scikit-learn heads: linear scores from stored arrays, saved as JSON + npz (no pickle)
 # --------------------------------------------------------------------------------------------
 def select_by_cv(codes: np.ndarray, candidates: Sequence[float], score: Callable, *, n_folds: int,
-                 seed: int) -> tuple[float, dict]:
+                 seed: int, extend: int = 0, name: str = "C") -> tuple[float, dict]:
     """The candidate with the best mean validation score over seeded stratified folds of the
     training part; score(candidate, fit_positions, val_positions) -> accuracy. Ties: the first
-    (smallest) candidate. One candidate: returned without any fitting. -> (choice, {c: mean})."""
+    (smallest) candidate. One candidate: returned without any fitting. -> (choice, {c: mean}).
+
+    extend > 0 (a log-spaced grid such as C): when the winner sits at an end of the grid and
+    strictly beats every other candidate, the grid is extended past that end by the ratio of its
+    two outermost values, up to `extend` steps per end, until the winner is interior; a winner
+    still at an end is logged as a warning with its value (docs/statistics.md "C at the edge").
+    """
     if len(candidates) == 1:
         return candidates[0], {}
     if np.bincount(np.asarray(codes)).max() < 2:       # one video per class: nothing to validate on
@@ -565,8 +571,32 @@ def select_by_cv(codes: np.ndarray, candidates: Sequence[float], score: Callable
         return middle, {}
     folds = stratified_folds(codes, n_folds, seed)
     means = {c: float(np.mean([score(c, a, b) for a, b in folds])) for c in candidates}
-    best = max(candidates, key=lambda c: (means[c], -candidates.index(c)))
-    return best, means
+    grid = sorted(means)
+    steps = {"top": 0, "bottom": 0}
+    while True:
+        best = max(grid, key=lambda c: (means[c], -grid.index(c)))
+        others = max(means[c] for c in grid if c != best)
+        end = "top" if best == grid[-1] else "bottom" if best == grid[0] else None
+        if end is None or means[best] <= others:      # interior, or a plateau reaching inside
+            return best, means
+        ratio = grid[-1] / grid[-2] if end == "top" else (grid[1] / grid[0] if grid[0] > 0 else 0)
+        if steps[end] >= extend or not ratio > 1:
+            if extend:
+                log.warning("%s=%g is at the %s of the grid %s after %d extension(s) (CV "
+                            "accuracy %.4f); widen the grid past it", name, best, end,
+                            [float(f"{c:.6g}") for c in grid], steps[end], means[best])
+            return best, means
+        new = float(f"{(best * ratio if end == 'top' else best / ratio):.6g}")
+        means[new] = float(np.mean([score(new, a, b) for a, b in folds]))
+        grid = sorted(means)
+        steps[end] += 1
+        log.info("%s=%g won at the %s of the grid: extended to %g (CV accuracy %.4f vs %.4f)",
+                 name, best, end, new, means[new], means[best])
+
+
+def _grid_of(cv_scores: dict) -> dict:
+    """{"C_grid": the candidates select_by_cv scored, sorted} for chosen_params_ ({} without CV)."""
+    return {"C_grid": sorted(float(c) for c in cv_scores)} if cv_scores else {}
 
 
 def two_columns(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
