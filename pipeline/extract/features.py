@@ -8,8 +8,8 @@ videos are batched together per (stream, window group), so short videos still fi
 Item file: per stream, layer and pooling a group "<stream>/<layer>/<pool>" holding one dataset per
 window group "L{L}_s{s}", with attrs length, stride, step and starts (W,) (window start frames,
 relative to the item's first frame). Pools "mean"/"max" pool time and space: (W, D) float32;
-"map" averages time only: (W, D, H', W') float32 (for spatial attention). All streams have the
-same windows.
+"map" averages time only: (W, D, H', W') float16 (for spatial attention; half the bytes, and
+attention reads them in float32; docs/method.md, "Spatial maps"). All streams have the same windows.
 """
 from __future__ import annotations
 
@@ -186,8 +186,9 @@ def write_item(out: Path, *, done: ItemFeatures, groups: list[WindowGroup],
         for stream, names in outputs.items():
             for name in names:
                 for gi, g in enumerate(groups):
+                    dtype = np.float16 if name.endswith("/map") else np.float32
                     ds = f.create_dataset(f"{stream}/{name}/{g.name}",
-                                          data=np.stack(done.feats[stream, name, gi]).astype(np.float32))
+                                          data=np.stack(done.feats[stream, name, gi]).astype(dtype))
                     ds.attrs.update(length=g.length, stride=g.stride, step=g.step,
                                     starts=np.asarray(done.starts[stream, gi], np.int64))
         f.attrs["complete"] = True
@@ -389,6 +390,8 @@ def features_dir(cfg: ExtractConfig, dataset: Dataset, weights: dict[str, dict] 
     params = key_params(cfg)
     if cfg.trunk == "off":            # exact windows: keyed as before trunk= existed
         params.pop("trunk"), params.pop("trunk_chunk")
+    if "map" in cfg.pool:             # maps are stored as float16 since then: a new key for them,
+        params["map_dtype"] = "float16"   # every other stage-1 key unchanged
     key = stage_key(STAGE, STAGE_VERSION, params, weights=weights)
     names = "+".join(name for name, _ in cfg.stream_backbones().values())
     return stage_dir(cfg.cache_root, STAGE, dataset.identity, f"{names}-{'+'.join(cfg.layer)}", key)

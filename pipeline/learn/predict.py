@@ -148,8 +148,8 @@ def predict(ecfg: ExtractConfig, tcfg: TrainConfig, vcfg: EvaluateConfig
     if not ids:
         raise StageError(f"none of the videos could be prepared ({sketch.folder})")
     windows, group_names = load_sketched(sketch.folder, ids)
-    if info["train"].get("positions") == "cells":
-        windows = cell_inputs(inp, ids, group_names)
+    if info.get("maps"):                    # a type over the stored maps' cells or levels
+        windows = cell_inputs(inp, ids, group_names, list(info["maps"]))
     clf = load_attention(folder)
     if head is None:
         x, head = samples(attention, windows, info.get("levels")), clf

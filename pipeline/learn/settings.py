@@ -1,7 +1,7 @@
 """Settings of the heads (EvaluateConfig) and of the learned stage 2 (TrainConfig)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
 from pipeline.core.settings import nokey
@@ -49,28 +49,15 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Learned stage 2 (`make train`, `make predict`): an attention pooling trained end to end per
-    split on the cached sketched windows (METHOD.md "Feature matrix and attention")."""
+class TrainSettings:
+    """Learned stage 2 (`make train`, `make predict`): an attention type trained end to end per
+    split on the cached sketched windows or stored maps (docs/method.md, "Attention"). The keys
+    every type shares; each registered type adds its own (TrainConfig below)."""
 
-    attention: str = "hot"              # none | hot (HoT group attention) | ap | pyramid | self;
-                                        # hot is the method of the paper
-    nonneg: str = "softplus"            # hot: w >= 0 by softplus (w = 1 at init), sigmoid or softmax
-                                        # over a video's groups; the paper leaves it open (arid_train,
-                                        # 15 folds: 92.9 / 93.1 / 92.9, within the seeds' spread)
-    hidden: int = 0                     # hot: width of w's hidden layer; 0 = linear score (fewest
-                                        # parameters for the few videos of a split; 64: 93.6, within
-                                        # the spread)
-    positions: str = "windows"          # ap, pyramid, self: attend over the sketched "windows" of a
-                                        # video, or over the "cells" of the maps stage 1 stored
-                                        # (pool=(..., 'map')): every window's H' x W' positions
-    rank: int = 1                       # ap: rank P (P top-down x bottom-up pairs)
-    bottom_up: str = "shared"           # ap: "shared" b, "per_class" b_k, or "none" (average
-                                        # pooling, AP's top-down-only case)
-    pyramid_fusion: str = "product"     # pyramid: fusion of the levels' scores: product (best in
-                                        # STPA), sum or max; levels are the stored parts, top last
-    maps: int = 4                       # pyramid: attention maps (rows of A)
-    queries: int = 4                    # self: learned queries (arid_train: 4 87.1% vs 1 82.2%)
+    attention: str = "hot"              # a registered type (pipeline.learn.attention): hot (HoT
+                                        # group attention, the method of the paper), none, ap,
+                                        # ap_windows, pyramid, pyramid_windows, self, self_cells,
+                                        # learned_query
     lr: float = 1e-2                    # Adam step; the classifiers' default, stable on unit rows
                                         # (arid_train: 92.9 vs 92.2 at 1e-3)
     weight_decay: Any = (0.0, 1e-3)     # a grid chosen on the validation part carved from each
@@ -89,23 +76,12 @@ class TrainConfig:
     top_k: int = nokey(5)              # predict: classes listed per video, best first
 
     def __post_init__(self):
-        from pipeline.learn.attention import ATTENTIONS
-        from pipeline.learn.attention.hot import NONNEG
+        from pipeline.learn.attention import ATTENTIONS, attention_options
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention={self.attention!r}: choose one of {', '.join(ATTENTIONS)}")
-        if self.nonneg not in NONNEG:
-            raise ValueError(f"nonneg={self.nonneg!r}: choose one of {', '.join(NONNEG)}")
-        if not isinstance(self.hidden, int) or isinstance(self.hidden, bool) or self.hidden < 0:
-            raise ValueError(f"hidden={self.hidden!r} must be an integer >= 0 (0 = linear)")
-        if self.positions not in ("windows", "cells"):
-            raise ValueError(f"positions={self.positions!r}: choose 'windows' or 'cells'")
-        if self.bottom_up not in ("shared", "per_class", "none"):
-            raise ValueError(f"bottom_up={self.bottom_up!r}: choose 'shared', 'per_class' or "
-                             f"'none' (average pooling)")
-        from pipeline.learn.attention.pyramid import FUSIONS
-        if self.pyramid_fusion not in FUSIONS:
-            raise ValueError(f"pyramid_fusion={self.pyramid_fusion!r}: choose one of "
-                             f"{', '.join(FUSIONS)}")
+        for name, option in attention_options().items():
+            if option.check is not None and hasattr(self, name):
+                object.__setattr__(self, name, option.check(name, getattr(self, name)))
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 10):
             raise ValueError(f"lr={self.lr!r} must be a number in (0, 10)")
         grid = self.weight_decay if isinstance(self.weight_decay, (tuple, list)) else (self.weight_decay,)
@@ -115,7 +91,7 @@ class TrainConfig:
                              f"values (a grid)")
         object.__setattr__(self, "weight_decay",
                            tuple(float(v) for v in grid) if len(grid) > 1 else float(grid[0]))
-        for name in ("max_epochs", "patience", "top_k", "rank", "maps", "queries", "train_batch"):
+        for name in ("max_epochs", "patience", "top_k", "train_batch"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r} must be an integer >= 1")
@@ -123,3 +99,20 @@ class TrainConfig:
         if not all(isinstance(v, str) and v for v in videos):
             raise ValueError(f"videos={self.videos!r}: give a folder or video file paths")
         object.__setattr__(self, "videos", videos)
+
+
+def _train_config() -> type:
+    """TrainSettings plus one field per option the registered attention types declare (their
+    flat keys: `make train attention=ap rank=2`), so a new type adds its keys from its own file."""
+    from pipeline.learn.attention import attention_options
+    options = attention_options()
+    cls = make_dataclass("TrainConfig", [(name, o.annotation, field(default=o.default))
+                                         for name, o in options.items()],
+                         bases=(TrainSettings,), frozen=True)
+    cls.__module__, cls.__qualname__ = __name__, "TrainConfig"
+    cls.__doc__ = (TrainSettings.__doc__ + "\n\n    Options of the attention types:\n"
+                   + "\n".join(f"    {name}: {o.doc}" for name, o in options.items()))
+    return cls
+
+
+TrainConfig = _train_config()

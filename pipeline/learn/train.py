@@ -4,24 +4,24 @@ scored on the test part; models, learned weights and ledger records saved like p
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Callable
 
 import h5py
 import numpy as np
 
-from pipeline.learn.attention import build_attention, load_attention
+from pipeline.learn.attention import get_attention, hot, load_attention
 from pipeline.core.cache import (StageError, atomic_path, digest, item_path, stage_dir,
                             stage_key, stage_lock, sweep_temporary, write_json)
 from pipeline.pooling.settings import DescriptorConfig
-from pipeline.learn.settings import EvaluateConfig, TrainConfig
+from pipeline.learn.settings import EvaluateConfig, TrainConfig, TrainSettings
 from pipeline.extract.settings import ExtractConfig
 from pipeline.core.settings import key_params
 from pipeline.datasets import TEST, TRAIN
-from pipeline.pooling.descriptors import read_parts
+from pipeline.pooling.descriptors import find_features, read_parts
 from pipeline.learn.naming import method_name
 from pipeline.learn.scoring import Gram, gram_matrix, label_matrix, ledger_of, score_split, summarise
 from pipeline.results.recorder import SplitRecorder
@@ -33,76 +33,158 @@ STAGE, STAGE_VERSION = "train", 1
 CONFIG_FILE = "config.json"        # beside each split's model: everything predict needs
 WEIGHTS_FILE = "weights.h5"        # the learned weights per video and per group
 RESULT_FILE = "result.json"        # a split's scores, written last: the split is done
-GROUP_INPUT = ("none", "hot")      # classifiers fed (phi, group) pairs; the others phi alone
+MAPS_LIMIT_GB = 8.0                # attention over cells holds the maps of every video in float32
+# The convolutional maps of each backbone family, shallow to deep (docs/method.md, "Spatial maps"):
+# AP attends over the last one, pyramid attention fuses two or more of them.
+CONV_MAPS = {"inception_i3d": ("mixed_4f", "mixed_5c"), "inception_i3d_flow": ("mixed_4f", "mixed_5c"),
+             "resnet50": ("layer4",), "resnet101": ("layer4",)}
+ZOO_MAPS = ("res4", "res5")        # every pytorchvideo zoo backbone (SlowFast: res5 only)
+# Depth rank of the vector layers a window level may be (pyramid_windows), shallow to deep.
+VECTOR_DEPTH = {"mixed_4f": 0, "res4": 0, "mixed_5c": 1, "res5": 1, "layer4": 1, "pool": 2,
+                "logits": 3}
 
 
-def pooling_params(dcfg: DescriptorConfig) -> dict:
-    """The HoT pooling settings of stage 2 that the group-attention classifiers share."""
-    return {"order": dcfg.order, "epn": dcfg.epn, "epn_params": dict(dcfg.epn_params),
-            "spectrum_norm": dcfg.spectrum_norm, "center": dcfg.center}
-
-
-# attention name -> its own parameters from the configs (the common training ones are added)
-PARAMS: dict[str, Callable[[DescriptorConfig, TrainConfig], dict]] = {
-    "none": lambda d, t: pooling_params(d),
-    "hot": lambda d, t: {**pooling_params(d), "hidden": t.hidden, "nonneg": t.nonneg},
-    "ap": lambda d, t: {"rank": t.rank, "bottom_up": t.bottom_up != "none",
-                        "per_class_bottom_up": t.bottom_up == "per_class"},
-    "pyramid": lambda d, t: {"fusion": t.pyramid_fusion, "n_maps": t.maps},
-    "self": lambda d, t: {"n_queries": t.queries},
-}
-# TrainConfig keys that belong to some attentions only: they key only those attentions' runs
-OWNERS = {"nonneg": ("hot",), "hidden": ("hot",), "rank": ("ap",), "bottom_up": ("ap",),
-          "pyramid_fusion": ("pyramid",), "maps": ("pyramid",), "queries": ("self",),
-          "positions": ("ap", "pyramid", "self")}
-MAPS_LIMIT_GB = 8.0                # positions=cells holds the maps of every video in float32
+def spec_of(tcfg: TrainConfig):
+    """The registered declaration of tcfg.attention (pipeline.learn.attention.registry)."""
+    return get_attention(tcfg.attention)
 
 
 def build_classifier(ecfg: ExtractConfig, dcfg: DescriptorConfig, tcfg: TrainConfig):
     """An unfitted classifier for tcfg.attention with the configs' settings."""
-    if tcfg.attention in GROUP_INPUT and dcfg.order == 1:
+    spec = spec_of(tcfg)
+    if spec.pooled and dcfg.order == 1:
         raise ValueError(f"attention={tcfg.attention} pools second- or third-order tensors; "
-                         f"use order=2 or order=3 (or attention=ap for first-order pooling)")
-    return build_attention(tcfg.attention, **PARAMS[tcfg.attention](dcfg, tcfg), lr=tcfg.lr,
+                         f"use order=2 or order=3 (or attention=ap_windows for first-order pooling)")
+    return spec.classifier(**spec.params(tcfg, dcfg), lr=tcfg.lr,
                            weight_decay=tcfg.weight_decay, batch_size=tcfg.train_batch,
                            max_epochs=tcfg.max_epochs, patience=tcfg.patience,
                            seed=tcfg.train_seed, device=ecfg.device)
 
 
-def samples(attention: str, videos: list[tuple[np.ndarray, np.ndarray]],
-            levels: list[int] | None = None) -> list:
-    """The classifier's input: (phi, group) pairs for HoT pooling; for pyramid attention with
-    several levels, phi cut into the levels (the stored parts, e.g. Mixed_4f and Mixed_5c: the
-    feature pyramid, top last); else phi (N, d) alone (the windows as positions)."""
-    if attention in GROUP_INPUT:
-        return list(videos)
-    out = []
-    for x, _ in videos:
-        if isinstance(x, list):                  # positions=cells: the stored maps, top last
-            out.append(x if attention == "pyramid" else x[-1])
-        elif attention == "pyramid" and levels and len(levels) > 1:
-            out.append(np.split(x, np.cumsum(levels)[:-1], axis=1))
-        else:
-            out.append(x)
-    return out
+def pooling_params(dcfg: DescriptorConfig) -> dict:
+    """The HoT pooling settings of stage 2 that the pooled (group) classifiers are keyed by."""
+    return hot.pooling_params(None, dcfg)
 
 
-def map_parts(manifest: dict, parts: list[str]) -> list[str]:
-    """The stored maps ("<stream>/<layer>/map") of the layers of the chosen parts, in their
-    order (pyramid levels: top last)."""
-    stored = set(manifest.get("outputs", []))
-    maps = [f"{p.rsplit('/', 1)[0]}/map" for p in parts]
-    return [m for i, m in enumerate(maps) if m in stored and m not in maps[:i]]
+def train_params(tcfg: TrainConfig, dcfg: DescriptorConfig, splits: dict, sources: dict) -> dict:
+    """The key material of a training run: the shared training keys, the options of its own
+    attention type only (another type's keys never key it), the stage-2 pooling settings for the
+    pooled types, and the digests of the splits and the items."""
+    spec = spec_of(tcfg)
+    shared = {f.name for f in dataclasses.fields(TrainSettings)}
+    params = {k: v for k, v in key_params(tcfg).items() if k in shared or k in spec.options}
+    if spec.pooled:
+        params.update(pooling_params(dcfg))
+    return {**params, "splits": digest(splits), "items": digest(sources)}
+
+
+def _split_levels(x: np.ndarray, levels) -> list[np.ndarray]:
+    return [x[:, a:b] for a, b in levels]
+
+
+# how each kind of input (registry.INPUTS) is cut from one video's loaded data (x, group):
+SAMPLE = {"groups": lambda x, g, levels: (x, g),
+          "windows": lambda x, g, levels: x,
+          "window_levels": lambda x, g, levels: _split_levels(x, levels),
+          "cells": lambda x, g, levels: x[-1],
+          "levels": lambda x, g, levels: list(x)}
+
+
+def samples(attention: str, videos: list[tuple], levels: list | None = None) -> list:
+    """The classifier's input for the registered type `attention` (its `inputs`): (phi, group)
+    pairs, phi (N, d) alone, phi cut into its levels ([start, stop) columns per level, top last),
+    the top map (N, D, H', W'), or the maps of every level (top last)."""
+    cut = SAMPLE[get_attention(attention).inputs]
+    return [cut(x, g, levels) for x, g in videos]
+
+
+def conv_maps(ecfg: ExtractConfig) -> tuple[str, tuple[str, ...]]:
+    """(stream, its backbone's convolutional map layers, shallow to deep): the first stream's."""
+    stream = ecfg.streams[0]
+    backbone = ecfg.stream_backbones()[stream][0]
+    return stream, CONV_MAPS.get(backbone, ZOO_MAPS)
+
+
+def extract_command(ecfg: ExtractConfig, layers: tuple[str, ...]) -> str:
+    """The exact `make extract` command that stores the maps of `layers` besides what ecfg
+    stores now (its other stage-1 settings unchanged)."""
+    from pipeline.core.settings import parse_overrides
+    from pipeline.results.sweep import as_token
+    base = parse_overrides([f"dataset={ecfg.dataset}"], ExtractConfig)[0]
+    tokens = []
+    for f in dataclasses.fields(ExtractConfig):
+        value = getattr(ecfg, f.name)
+        if f.name == "layer":
+            value = tuple(ecfg.layer) + tuple(l for l in layers if l not in ecfg.layer)
+        elif f.name == "pool":
+            value = tuple(ecfg.pool) + (() if "map" in ecfg.pool else ("map",))
+        elif f.name == "dataset" or value == getattr(base, f.name):
+            continue
+        tokens.append(as_token(f.name, value))
+    return f'make extract DATASET={ecfg.dataset} ARGS="{" ".join(tokens)}"'
+
+
+def map_outputs(ecfg: ExtractConfig, tcfg: TrainConfig) -> list[str]:
+    """The stored maps ("<stream>/<layer>/map") the attention type reads: the last convolutional
+    map ("cells"), or every convolutional map, two or more, shallow to deep ("levels"); [] for
+    types over the sketched windows. Raises StageError, with the exact `make extract` command
+    that stores them, when stage 1 (ecfg) does not store them; nothing has been computed then."""
+    inputs = spec_of(tcfg).inputs
+    if inputs not in ("cells", "levels"):
+        return []
+    stream, conv = conv_maps(ecfg)
+    backbone = ecfg.stream_backbones()[stream][0]
+    need = conv[-1:] if inputs == "cells" else conv
+    if len(need) < 2 and inputs == "levels":
+        raise StageError(f"attention={tcfg.attention} fuses maps of two or more depths; backbone "
+                         f"{backbone} has one convolutional map ({', '.join(conv)}): use a "
+                         f"backbone with two (inception_i3d: mixed_4f, mixed_5c; the zoo: res4, res5)")
+    stored = [l for l in need if l in ecfg.layer] if "map" in ecfg.pool else []
+    if stored != list(need):
+        what = ("the cells of the last convolutional map" if inputs == "cells" else
+                "the maps of different depths")
+        raise StageError(
+            f"attention={tcfg.attention} attends over {what} ({', '.join(need)} of {backbone}), "
+            f"and stage 1 as configured (layer={ecfg.layer}, pool={ecfg.pool}) stores "
+            f"{'none' if not stored else 'only ' + ', '.join(stored)}. Store them with:\n  "
+            f"{extract_command(ecfg, need)}\nthen pass the same layer= and pool= to `make train` "
+            f"(or use attention={tcfg.attention}_windows to attend over the windows)")
+    return [f"{stream}/{l}/map" for l in need]
+
+
+def window_levels(parts: list[str], attention: str, widths: list[int]) -> list[tuple[int, int]]:
+    """pyramid_windows: the column range of each level in phi, shallow to deep (top last). The
+    levels must be two or more distinct layers of one stream and one pooling; streams or
+    poolings are not levels of a pyramid, and are refused with what to extract instead."""
+    split = [p.split("/") for p in parts]
+    streams, pools = {s for s, _, _ in split}, {q for _, _, q in split}
+    layers = [l for _, l, _ in split]
+    if len(parts) < 2 or len(streams) > 1 or len(pools) > 1 or len(set(layers)) != len(layers):
+        raise StageError(
+            f"attention={attention} fuses window features of two or more layers (depths) of one "
+            f"stream and one pooling; the chosen parts {parts} are "
+            f"{'one level' if len(parts) < 2 else 'streams or poolings, not depths'}. Extract two "
+            f"layers, e.g. layer=('pool','logits') (or ('mixed_4f','mixed_5c') with pool=('mean',)), "
+            f"and choose one stream and pooling with parts=('rgb/pool/mean','rgb/logits/mean')")
+    bounds = np.concatenate([[0], np.cumsum(widths)]).astype(int)
+    order = sorted(range(len(parts)), key=lambda i: (VECTOR_DEPTH.get(layers[i], i), i))
+    return [(int(bounds[i]), int(bounds[i + 1])) for i in order]
 
 
 def load_maps(folder: Path, ids: list[str], parts: list[str], groups: list[str],
               group_names: list[str]) -> list[tuple[list[np.ndarray], np.ndarray]]:
-    """positions=cells: per video ([its maps (N, D, H', W') float32, one per part], group index
-    per window), the windows in the order of the sketched ones (read_parts' order)."""
+    """Per video ([its maps (N, D, H', W') float32, one per part, shallow to deep, the lower
+    ones max-pooled to the last one's H' x W' (STPA)], group index per window), the windows in
+    the order of the sketched ones (read_parts' order)."""
+    import torch
+    from torch.nn import functional as F
     index = {g: i for i, g in enumerate(group_names)}
     out = []
     for item_id in ids:
         maps, names = read_parts(item_path(folder, item_id), parts, groups)
+        H, W = maps[-1].shape[-2:]
+        maps = [m if m.shape[-2:] == (H, W) else
+                F.adaptive_max_pool2d(torch.as_tensor(m), (H, W)).numpy() for m in maps]
         out.append(([m.astype(np.float32) for m in maps], np.array([index[g] for g in names])))
     return out
 
@@ -116,22 +198,13 @@ def level_widths(sketched_folder: Path) -> list[int]:
 
 def learned_method_name(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
                         tcfg: TrainConfig, clf) -> str:
-    """The paper-style row name: "SO+MaxExp+Att", "TO+MaxExp+Att", "SO+MaxExp (uniform)" (no
-    attention), "AP (rank-1)", "STPA (product)", "self-attention (1 query)", then the head as
-    in evaluate's rows (none for the SVM, else e.g. " [linear]": the end-to-end softmax);
-    EvaluateConfig.name overrides it."""
+    """The paper-style row name the registered type gives ("SO+MaxExp+Att", "AP over cells
+    (rank-1)", "STPA over cells (product)", ...), then the head as in evaluate's rows (none for
+    the SVM, else e.g. " [linear]": the end-to-end softmax); EvaluateConfig.name overrides it."""
     if vcfg.name:
         return vcfg.name
-    p = clf.get_params()
     head = "" if vcfg.head == "svm" else f" [{vcfg.head}]"
-    names = {"hot": lambda: method_name(ecfg, dcfg) + "+Att",
-             "none": lambda: method_name(ecfg, dcfg) + " (uniform)",
-             "ap": lambda: ("average pooling" if not p["bottom_up"] else
-                            f"AP (rank-{p['rank']}{', per-class' if p['per_class_bottom_up'] else ''})"),
-             "pyramid": lambda: f"STPA ({p['fusion']})",
-             "self": lambda: f"self-attention ({p['n_queries']} "
-                             f"quer{'y' if p['n_queries'] == 1 else 'ies'})"}
-    return names[tcfg.attention]() + head
+    return spec_of(tcfg).row_name(clf.get_params(), method_name(ecfg, dcfg)) + head
 
 
 def head_tag(vcfg: EvaluateConfig) -> str:
@@ -149,23 +222,22 @@ def results_stem(tag: str) -> str:
     return "results" if tag == "linear" else f"results-{tag}"
 
 
-def cell_inputs(inp, ids: list[str], group_names: list[str]) -> list:
-    """positions=cells: the stored maps of `ids` (load_maps), after checking that stage 1 stored
-    maps and that holding them stays under MAPS_LIMIT_GB."""
-    parts = map_parts(inp.manifest, inp.parts)
-    if not parts:
-        raise StageError(f"positions=cells attends over the cells of the maps of the chosen "
-                         f"parts {inp.parts}, and {inp.folder} stores none: extract with "
-                         f"pool=('mean','map') (and a map layer such as mixed_5c), or use "
-                         f"positions=windows")
-    maps, _ = read_parts(item_path(inp.folder, ids[0]), parts, inp.groups)
-    gb = sum(m.size for m in maps) * 4 * len(ids) / 2 ** 30
+def cell_inputs(inp, ids: list[str], group_names: list[str], maps: list[str]) -> list:
+    """The stored maps `maps` of `ids` (load_maps), after checking that stage 1 stored them
+    (map_outputs checked the settings) and that holding them stays under MAPS_LIMIT_GB."""
+    stored = set(inp.manifest.get("outputs", []))
+    if not set(maps) <= stored:
+        raise StageError(f"{inp.folder} stores no {sorted(set(maps) - stored)}; its manifest lists "
+                         f"{sorted(stored)}")
+    first, _ = read_parts(item_path(inp.folder, ids[0]), maps, inp.groups)
+    H, W = first[-1].shape[-2:]
+    gb = sum(m.shape[0] * m.shape[1] * H * W for m in first) * 4 * len(ids) / 2 ** 30
     if gb > MAPS_LIMIT_GB:
-        raise StageError(f"positions=cells would hold about {gb:.1f} GB of maps ({len(ids)} "
-                         f"videos x {maps[0].shape[0]} windows x {parts}); the limit is "
-                         f"{MAPS_LIMIT_GB} GB: choose fewer groups= or positions=windows")
-    log.info("positions=cells: %s, about %.2f GB in memory", ", ".join(parts), gb)
-    return load_maps(inp.folder, ids, parts, inp.groups, group_names)
+        raise StageError(f"attention over cells would hold about {gb:.1f} GB of maps ({len(ids)} "
+                         f"videos x {first[0].shape[0]} windows x {maps}); the limit is "
+                         f"{MAPS_LIMIT_GB} GB: choose fewer groups= or attend over the windows")
+    log.info("attention over cells: %s, about %.2f GB in memory", ", ".join(maps), gb)
+    return load_maps(inp.folder, ids, maps, inp.groups, group_names)
 
 
 def learned_rows(clf, attention: str, videos: list, levels: list[int] | None = None, *,
@@ -214,7 +286,7 @@ def window_attention(clf, attention: str, videos: list, levels: list[int] | None
     (K = 1); ap/pyramid/self the attention map over windows, one column per component (AP's
     bottom-up ranks, STPA's maps, the queries), over cells the mean of each window's cells.
     Second: over cells, each video's map over its cells (N_i, K, H', W'); else None."""
-    if attention in GROUP_INPUT:
+    if get_attention(attention).inputs == "groups":
         w = clf.group_weights(videos)
         return [w[i, group][:, None] for i, (_, group) in enumerate(videos)], None
     maps = position_maps(clf, attention, videos, levels)
@@ -225,7 +297,7 @@ def window_attention(clf, attention: str, videos: list, levels: list[int] | None
 def position_maps(clf, attention: str, videos: list, levels: list[int] | None = None
                   ) -> list[np.ndarray]:
     """ap/pyramid/self: per video its attention map (components, N) over windows, or
-    (components, N, H', W') over the cells of its maps (positions=cells)."""
+    (components, N, H', W') over the cells of its maps."""
     cells = isinstance(videos[0][0], list)
     return [m.reshape(-1, *m.shape[-3 if cells else -1:])
             for m in clf.attention_map(samples(attention, videos, levels))]
@@ -259,8 +331,9 @@ def write_weights(path: Path, *, ids: list[str], group_names: list[str], windows
         if cells is not None:
             f.create_dataset("cell_weights", data=np.concatenate(cells), compression="gzip")
         f.attrs.update(attention=attention, method=method,
-                       meaning="hot/none: the group weight w_g of each window; ap: bottom-up "
-                               "saliency X b per rank; pyramid: rows of A; self: softmax per query")
+                       meaning="groups: the group weight w_g of each window; ap: bottom-up "
+                               "saliency X b per rank; pyramid: rows of A; self: attention each "
+                               "position receives per head; learned_query: softmax per query")
 
 
 def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
@@ -272,15 +345,20 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
     test part by the dataset's metric. Keyed by the training settings, the pooling settings, the
     content of the splits and the sketched items; a no-op when complete. Each split writes
     <split>/ (the model: params.json + state.pt, config.json, weights.h5, result.json) and one
-    ledger record; results.json and results.md (paper_table) come last. positions=cells (ap,
-    pyramid, self) attends over the cells of the stored maps instead of the sketched windows. vcfg.head other than
+    ledger record; results.json and results.md (paper_table) come last. Types over cells or
+    levels (ap, pyramid, self_cells) read the stored maps (map_outputs). vcfg.head other than
     "linear" is then fitted on each split's learned representation (score_head; <split>/heads/
     <tag>.json, results-<tag>.json/.md): the trained models are reused by every head.
     """
     if ecfg.shard != "1/1":
         raise ValueError(f"shard={ecfg.shard}: training uses every video; run it without shard=")
     tag = head_tag(vcfg)                              # settings checked before any work
-    sketch, inp = compute_sketched(ecfg, dcfg)
+    maps = map_outputs(ecfg, tcfg)                    # stops before any work without them
+    inp = find_features(ecfg, dcfg)
+    levels = None
+    if spec_of(tcfg).inputs == "window_levels":      # refused before any work as well
+        window_levels(inp.parts, tcfg.attention, [0] * len(inp.parts))
+    sketch, inp = compute_sketched(ecfg, dcfg, inp=inp)
     upstream, dataset = sketch.folder, inp.dataset
     ids = sketched_ids(upstream, inp.sources)
     if not ids:
@@ -288,15 +366,9 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
     sources = {i: inp.sources[i] for i in ids}
     splits = dataset.splits()
     clf = build_classifier(ecfg, dcfg, tcfg)          # validates the combination up front
-    params = {**key_params(tcfg), **(pooling_params(dcfg) if tcfg.attention in GROUP_INPUT else {}),
-              "splits": digest(splits), "items": digest(sources)}
-    params = {k: v for k, v in params.items() if tcfg.attention in OWNERS.get(k, (tcfg.attention,))}
-    if tcfg.positions == "cells" and tcfg.attention in GROUP_INPUT:
-        raise ValueError(f"positions=cells: attention={tcfg.attention} weighs window groups; use "
-                         f"attention=ap, pyramid or self to attend over map cells")
+    params = train_params(tcfg, dcfg, splits, sources)
     key = stage_key(STAGE, STAGE_VERSION, params, upstream=[upstream.name])
-    pooling = (f"-{'so' if dcfg.order == 2 else 'to'}-{dcfg.epn}" if tcfg.attention in GROUP_INPUT
-               else "")
+    pooling = (f"-{'so' if dcfg.order == 2 else 'to'}-{dcfg.epn}" if spec_of(tcfg).pooled else "")
     folder = stage_dir(ecfg.cache_root, STAGE, dataset.identity,
                        f"{tcfg.attention}{pooling}-{upstream.name}", key)
     method = learned_method_name(ecfg, dcfg, vcfg, tcfg, clf)
@@ -310,9 +382,10 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
     log.info("training %s on %s: stage 1 read from the cache, no forward pass (%s); sketched "
              "windows from %s", method, dataset.identity, inp.folder, upstream)
     videos, group_names = load_sketched(upstream, ids)
-    levels = level_widths(upstream)
-    if tcfg.positions == "cells":
-        videos = cell_inputs(inp, ids, group_names)
+    if spec_of(tcfg).inputs == "window_levels":
+        levels = window_levels(inp.parts, tcfg.attention, level_widths(upstream))
+    if maps:
+        videos = cell_inputs(inp, ids, group_names, maps)
     y = label_matrix(dataset, ids)
     if dataset.metric == "map":
         log.warning("%s is multi-label: the softmax classifier trains on each video's first "
@@ -326,7 +399,7 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
             out = folder / name
             if not (out / RESULT_FILE).is_file():
                 model_config = {**config, "classes": list(dataset.classes), "parts": inp.parts,
-                                "levels": levels,
+                                "levels": levels, "maps": maps,
                                 "groups": inp.groups, "split": name, "method": method,
                                 "config_key": key, "sketched": str(upstream),
                                 "features": str(inp.folder)}
@@ -367,7 +440,7 @@ def fit_split(out: Path, *, clf, tcfg: TrainConfig, split: dict[str, str], ids: 
                          f"and {missing[TEST]} missing); both must be non-empty")
     pick = lambda pos: [videos[p] for p in pos]  # noqa: E731
     levels = model_config["levels"]
-    fit_args = {"group_names": group_names} if tcfg.attention in GROUP_INPUT else {}
+    fit_args = {"group_names": group_names} if spec_of(tcfg).inputs == "groups" else {}
     clf.fit(samples(tcfg.attention, pick(train_pos), levels), y[train_pos].argmax(1), **fit_args)
     scores = np.full((len(test_pos), y.shape[1]), -np.inf)
     scores[:, clf.classes_] = clf.decision_function(samples(tcfg.attention, pick(test_pos),

@@ -20,7 +20,7 @@ from pipeline.learn.attention.hot import (GroupAttention, HoTAttentionClassifier
 from pipeline.pooling.differentiable import build_cache, hot_descriptor_torch
 from pipeline.learn.attention.pyramid import (PyramidAttention, attention_loss, interaction_loss,
                                         pyramid_positions)
-from pipeline.learn.attention.self_attention import SelfAttentionPooling
+from pipeline.learn.attention.self_attention import LearnedQueryPooling, MultiHeadSelfAttention
 from pipeline.learn.heads.base import pad_samples
 
 FN = E.make_epn("maxexp", eta=3.0)
@@ -60,9 +60,14 @@ def _grouped(n_per_class=12, d=8, C=3, seed=0, informative=3, noisy=6):
 # registry
 # --------------------------------------------------------------------------------------------
 def test_registry_and_unknown_name():
-    assert set(ATTENTIONS) == {"none", "hot", "ap", "pyramid", "self"}
-    assert get_attention("hot") is HoTAttentionClassifier
-    with pytest.raises(ValueError, match="known: none, hot, ap, pyramid, self"):
+    assert set(ATTENTIONS) == {"none", "hot", "ap", "ap_windows", "pyramid", "pyramid_windows",
+                               "self", "self_cells", "learned_query"}
+    assert get_attention("hot").classifier is HoTAttentionClassifier
+    assert {n: s.inputs for n, s in ATTENTIONS.items()} == {
+        "none": "groups", "hot": "groups", "ap": "cells", "ap_windows": "windows",
+        "pyramid": "levels", "pyramid_windows": "window_levels", "self": "windows",
+        "self_cells": "cells", "learned_query": "windows"}
+    with pytest.raises(ValueError, match="known: .*hot.*learned_query"):
         build_attention("transformer")
 
 
@@ -333,11 +338,11 @@ def test_pyramid_positions_max_pool_lower_maps_to_the_top_grid():
 # --------------------------------------------------------------------------------------------
 # self-attention pooling
 # --------------------------------------------------------------------------------------------
-def test_self_attention_formula_masking_and_gradcheck():
+def test_learned_query_formula_masking_and_gradcheck():
     torch.manual_seed(5)
     samples = [torch.randn(n, 4, dtype=torch.float64) for n in (3, 5)]
     X, mask = pad_samples(samples)
-    net = SelfAttentionPooling(4, 3, n_queries=2, key_dim=3).double()
+    net = LearnedQueryPooling(4, 3, n_queries=2, key_dim=3).double()
     att = net.attention(X, mask)
     torch.testing.assert_close(att.sum(-1), torch.ones(2, 2, dtype=att.dtype))
     s0 = samples[0]
@@ -351,6 +356,11 @@ def test_self_attention_formula_masking_and_gradcheck():
 # --------------------------------------------------------------------------------------------
 # estimators over positions: learn, maps, determinism, save/load
 # --------------------------------------------------------------------------------------------
+def _levels(samples, name):
+    """Pyramid attention fuses two or more levels: the sample and a rescaled copy of it."""
+    return [[x, 0.5 * x] for x in samples] if name == "pyramid" else samples
+
+
 def _positions_problem(maps=False, n=90, f=6, seed=0):
     """One window of each sample carries its class prototype; maps repeat it over 2x2 cells."""
     rng = np.random.default_rng(seed)
@@ -367,15 +377,16 @@ def _positions_problem(maps=False, n=90, f=6, seed=0):
     return samples, y
 
 
-@pytest.mark.parametrize("name", ["ap", "pyramid", "self"])
+@pytest.mark.parametrize("name", ["ap", "pyramid", "self", "learned_query"])
 @pytest.mark.parametrize("maps", [False, True])
 def test_position_classifiers_learn_and_map_positions(name, maps):
     samples, y = _positions_problem(maps)
+    plain, samples = samples, _levels(samples, name)
     clf = build_attention(name, max_epochs=40).fit(samples[:60], y[:60])
     assert clf.decision_function(samples[60:]).shape == (30, 3)
     assert np.mean(clf.predict(samples[60:]) == y[60:]) >= 0.8
     maps_out = clf.attention_map(samples[:2])
-    for m, s in zip(maps_out, samples[:2]):
+    for m, s in zip(maps_out, plain[:2]):
         assert m.shape[-(s.ndim - 1 if maps else 1):] == ((s.shape[0], 2, 2) if maps
                                                           else (s.shape[0],))
     if name == "pyramid":
@@ -383,9 +394,10 @@ def test_position_classifiers_learn_and_map_positions(name, maps):
         np.testing.assert_allclose(np.linalg.norm(A, axis=1), 1.0, rtol=1e-6)   # float32
 
 
-@pytest.mark.parametrize("name", ["ap", "pyramid", "self"])
+@pytest.mark.parametrize("name", ["ap", "pyramid", "self", "learned_query"])
 def test_position_classifiers_deterministic_and_save_load(name, tmp_path):
     samples, y = _positions_problem()
+    samples = _levels(samples, name)
     a = build_attention(name, weight_decay=(0.0, 1e-3), **QUICK).fit(samples, y)
     b = build_attention(name, weight_decay=(0.0, 1e-3), **QUICK).fit(samples, y)
     np.testing.assert_array_equal(a.decision_function(samples), b.decision_function(samples))
@@ -417,7 +429,7 @@ def _last_layer(clf, rows: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("name,params", [
     ("hot", dict(order=2)), ("hot", dict(order=3)), ("none", dict(order=2)),
     ("ap", dict(rank=2)), ("ap", dict(bottom_up=False)), ("ap", dict(per_class_bottom_up=True)),
-    ("pyramid", {}), ("self", dict(n_queries=2))])
+    ("pyramid", {}), ("self", dict(heads=2, width=8)), ("learned_query", dict(n_queries=2))])
 def test_transform_rows_are_what_the_last_layer_reads(name, params):
     """transform() is the learned representation a new head is fitted on (make train head=svm):
     the trained last layer applied to it gives decision_function exactly."""
@@ -425,8 +437,121 @@ def test_transform_rows_are_what_the_last_layer_reads(name, params):
         samples, y = _grouped(n_per_class=4)
     else:
         samples, y = _positions_problem(n=30)
+        samples = _levels(samples, name)
     clf = build_attention(name, dtype="float64", **params, **QUICK).fit(samples, y)
     rows = clf.transform(samples)
     assert rows.shape[0] == len(samples) and np.isfinite(rows).all()
     np.testing.assert_allclose(_last_layer(clf, rows), clf.decision_function(samples),
                                rtol=1e-9, atol=1e-9)
+
+
+# --------------------------------------------------------------------------------------------
+# the papers' models: independent numpy oracles (docs/method.md, "Attention")
+# --------------------------------------------------------------------------------------------
+def _softmax(z, axis=-1):
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@pytest.mark.parametrize("fusion", ["product", "sum", "max"])
+def test_pyramid_attention_map_and_fusion_against_numpy_stpa_eq_2_to_4(fusion):
+    """STPA eq. 2: Y_j = W_j X_j^T + b_j; eq. 3: fused across levels; eq. 4: A = softmax over
+    positions, rows l2-normalised, M = A X_top; written out with numpy from the weights."""
+    torch.manual_seed(7)
+    rng = np.random.default_rng(7)
+    low, top = rng.standard_normal((9, 5)), rng.standard_normal((9, 4))
+    net = PyramidAttention([5, 4], 3, n_maps=2, fusion=fusion).double()
+    mask = torch.ones(1, 9, dtype=torch.bool)
+    with torch.no_grad():
+        logits, A, _ = net([torch.as_tensor(low)[None], torch.as_tensor(top)[None]], mask)
+    W = [p.weight.detach().numpy() for p in net.proj]
+    b = [p.bias.detach().numpy() for p in net.proj]
+    Ys = [W[j] @ x.T + b[j][:, None] for j, x in enumerate((low, top))]       # (d, P) each
+    fused = {"product": Ys[0] * Ys[1], "sum": Ys[0] + Ys[1], "max": np.maximum(*Ys)}[fusion]
+    S = _softmax(fused, axis=1)
+    A_ref = S / np.linalg.norm(S, axis=1, keepdims=True)
+    np.testing.assert_allclose(A[0].numpy(), A_ref, rtol=1e-10, atol=1e-12)
+    M = A_ref @ top
+    fc = net.fc.weight.detach().numpy(), net.fc.bias.detach().numpy()
+    np.testing.assert_allclose(logits[0].numpy(), fc[0] @ M.reshape(-1) + fc[1], rtol=1e-10)
+
+
+def test_two_level_pyramid_differs_from_one_level():
+    """The lower level changes the attention: the fusion is not a no-op."""
+    torch.manual_seed(8)
+    top = torch.randn(1, 6, 4, dtype=torch.float64)
+    low = torch.randn(1, 6, 5, dtype=torch.float64)
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    two = PyramidAttention([5, 4], 3, n_maps=2).double()
+    one = PyramidAttention([4], 3, n_maps=2).double()
+    one.proj[0].load_state_dict(two.proj[1].state_dict())
+    with torch.no_grad():
+        A2, _ = two.attention([low, top], mask)
+        A1, _ = one.attention([top], mask)
+    assert float((A2 - A1).abs().max()) > 1e-3
+
+
+def test_pyramid_classifier_refuses_one_level():
+    samples, y = _positions_problem(n=6)
+    with pytest.raises(ValueError, match="two or more levels"):
+        build_attention("pyramid", **QUICK).fit(samples, y)
+
+
+def test_multi_head_self_attention_against_numpy_and_masking():
+    torch.manual_seed(9)
+    samples = [torch.randn(n, 5, dtype=torch.float64) for n in (4, 6)]
+    X, mask = pad_samples(samples)
+    net = MultiHeadSelfAttention(5, 3, heads=2, width=6).double()
+    with torch.no_grad():
+        logits = net(X, mask)
+        A = net.attention(X, mask)
+    p = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    for b, x in enumerate(s.numpy() for s in samples):
+        Q, K, V = (x @ p[f"{k}.weight"].T + p[f"{k}.bias"] for k in "qkv")
+        heads = []
+        for h in range(2):
+            cols = slice(3 * h, 3 * h + 3)
+            a = _softmax(Q[:, cols] @ K[:, cols].T / np.sqrt(3), axis=1)
+            np.testing.assert_allclose(A[b, h, :len(x), :len(x)].numpy(), a, rtol=1e-10)
+            heads.append(a @ V[:, cols])
+        Y = np.concatenate(heads, axis=1) @ p["out.weight"].T + p["out.bias"]
+        ref = p["fc.weight"] @ Y.mean(axis=0) + p["fc.bias"]
+        np.testing.assert_allclose(logits[b].numpy(), ref, rtol=1e-10)
+    assert float(A[0, :, :, 4:].abs().max()) == 0.0            # padded keys get no attention
+
+
+def test_self_attention_is_permutation_equivariant_before_pooling():
+    torch.manual_seed(10)
+    X = torch.randn(1, 7, 5, dtype=torch.float64)
+    mask = torch.ones(1, 7, dtype=torch.bool)
+    net = MultiHeadSelfAttention(5, 3, heads=2, width=4).double()
+    perm = torch.randperm(7)
+    with torch.no_grad():
+        Y, Yp = net.encoded(X, mask), net.encoded(X[:, perm], mask)
+        torch.testing.assert_close(Yp, Y[:, perm])
+        torch.testing.assert_close(net(X[:, perm], mask), net(X, mask))
+
+
+def test_trained_ap_bottom_up_map_peaks_on_the_cell_that_holds_the_label():
+    """Synthetic videos of 2 windows x 3 x 3 cells: the class lives in cell (1, 2) only (marked,
+    as an actor is, by its own appearance: feature 0), every other cell holds a random class's
+    pattern; the bottom-up saliency |X b| learned by AP peaks on that cell."""
+    rng = np.random.default_rng(11)
+    C, D, n = 3, 8, 120
+    protos = 2.0 * rng.standard_normal((C, D))
+    y = np.arange(n) % C
+    samples = []
+    for c in y:
+        x = 0.3 * rng.standard_normal((2, D, 3, 3))
+        for t in range(2):
+            for h in range(3):
+                for w in range(3):
+                    x[t, :, h, w] += protos[c if (h, w) == (1, 2) else rng.integers(C)]
+            x[t, 0, 1, 2] += 3.0
+        samples.append(x)
+    clf = build_attention("ap", lr=3e-2, max_epochs=200, patience=30, seed=0)
+    clf.fit(samples[:90], y[:90])
+    assert np.mean(clf.predict(samples[90:]) == y[90:]) >= 0.8
+    saliency = np.mean([np.abs(m[0]).mean(axis=0) for m in clf.attention_map(samples[90:])],
+                       axis=0)                                              # (3, 3)
+    assert np.unravel_index(saliency.argmax(), saliency.shape) == (1, 2)

@@ -56,7 +56,7 @@ def snapshot(folder: Path) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
 
-@pytest.mark.parametrize("attention", ["hot", "none", "ap"])
+@pytest.mark.parametrize("attention", ["hot", "none", "ap_windows"])
 def test_train_writes_models_weights_and_ledger_once(setup, tmp_path, attention, caplog):
     root, args = setup
     cache = tmp_path / "cache"
@@ -230,42 +230,67 @@ def test_train_config_names_the_key():
     assert TrainConfig(videos="a/b").videos == ("a/b",)
 
 
-def test_pyramid_levels_are_the_stored_parts_and_attention_keys_reach_their_runs(setup, tmp_path):
-    """Pyramid attention pools a feature pyramid whose levels are the stored parts (here 2 parts
-    of sketch_dim 8, top last); each attention's own keys (rank, bottom_up, maps, ...) select
-    its model and name its row."""
+def test_pyramid_windows_levels_are_layers_and_attention_keys_reach_their_runs(setup, tmp_path):
+    """pyramid_windows fuses the window features of two layers (here stats and means, sketch_dim
+    8 each); each type's own keys (rank, bottom_up, maps, ...) select its model and name its row."""
     root, args = setup
     cache = tmp_path / "cache"
-    assert train_stage.main([*args, "attention=pyramid", "maps=2", "head=linear"]) == 0
+    assert train_stage.main([*args, "attention=pyramid_windows", "maps=2", "head=linear"]) == 0
     folder = train_folder(cache)
     params = json.loads((folder / "f1" / "params.json").read_text())
     assert params["meta"]["layer_dims"] == [8, 8] and params["params"]["n_maps"] == 2
-    assert json.loads((folder / "f1" / "config.json").read_text())["levels"] == [8, 8]
-    for extra, name in ((["bottom_up='none'"], "average pooling"),
-                        (["rank=2", "bottom_up='per_class'"], "AP (rank-2, per-class)")):
-        assert train_stage.main([*args, "attention=ap", "head=linear", *extra]) == 0
+    assert json.loads((folder / "f1" / "config.json").read_text())["levels"] == [[0, 8], [8, 16]]
+    for extra, name in ((["bottom_up='none'"], "average pooling over windows"),
+                        (["rank=2", "bottom_up='per_class'"], "AP over windows (rank-2, per-class)")):
+        assert train_stage.main([*args, "attention=ap_windows", "head=linear", *extra]) == 0
         names = {json.loads(p.read_text())["method"]
-                 for p in (cache / "train").glob("*/ap-*/results.json")}
+                 for p in (cache / "train").glob("*/ap_windows-*/results.json")}
         assert f"{name} [linear]" in names
-    assert len(list((cache / "train").glob("*/ap-*/results.json"))) == 2
+    assert len(list((cache / "train").glob("*/ap_windows-*/results.json"))) == 2
 
 
-@pytest.mark.parametrize("attention", ["ap", "pyramid"])
-def test_attention_over_map_cells_trains_exports_maps_and_predicts(tiny_root, tmp_path, attention):
-    """positions=cells: ap/pyramid attend over the H' x W' cells of every window's stored map
-    (the fake's "stats" layer: 2 x 2); weights.h5 holds each window's cell map; predict reads
-    the maps of new videos too; a dataset without maps is refused with what to do."""
+@pytest.mark.parametrize("parts,why", [("('stats/mean',)", "one level"),
+                                       ("('stats/mean','stats/max')", "streams or poolings")])
+def test_pyramid_windows_refuses_one_level_and_poolings_before_any_work(tiny_root, tmp_path,
+                                                                       parts, why, caplog):
     root = tmp_path / "persons"
     shutil.copytree(tiny_root, root)
     (root / "dataset.json").unlink()
     args = [f"root={str(root)!r}", f"cache_root={str(tmp_path / 'cache')!r}", *FAKE,
-            "pool=('mean','map')", "parts=('stats/mean',)", "positions=cells", "head=linear",
+            "pool=('mean','max')", f"parts={parts}", "attention=pyramid_windows"]
+    extract_features(parse_overrides(args, *CONFIGS)[0])
+    with caplog.at_level(logging.ERROR):
+        assert train_stage.main(args) != 0
+    assert why in caplog.text and "parts=(" in caplog.text
+    assert not (tmp_path / "cache" / "sketched").exists()
+
+
+@pytest.fixture
+def fake_maps(monkeypatch):
+    """The fake backbone's "convolutional maps", shallow to deep: means (1 x 1), stats (2 x 2)."""
+    from pipeline.learn import train as train_module
+    monkeypatch.setitem(train_module.CONV_MAPS, "fake_counting", ("means", "stats"))
+
+
+@pytest.mark.parametrize("attention", ["ap", "pyramid", "self_cells"])
+def test_attention_over_map_cells_trains_exports_maps_and_predicts(tiny_root, tmp_path, attention,
+                                                                   fake_maps):
+    """ap, self_cells attend over the H' x W' cells of every window's last map (the fake's
+    "stats": 2 x 2), pyramid fuses it with the lower "means" map; weights.h5 holds each
+    window's cell map; predict reads the maps of new videos too."""
+    root = tmp_path / "persons"
+    shutil.copytree(tiny_root, root)
+    (root / "dataset.json").unlink()
+    args = [f"root={str(root)!r}", f"cache_root={str(tmp_path / 'cache')!r}", *FAKE,
+            "pool=('mean','map')", "parts=('stats/mean',)", "head=linear",
             f"attention={attention}"]
     extract_features(parse_overrides(args, *CONFIGS)[0])
     assert train_stage.main(args) == 0
     folder = train_folder(tmp_path / "cache")
     params = json.loads((folder / "f1" / "params.json").read_text())
     assert params["meta"]["n_features_in"] == 6         # stats: mean and std of 3 channels
+    if attention == "pyramid":
+        assert params["meta"]["layer_dims"] == [3, 6]   # means, then stats (top last)
     with h5py.File(folder / "f1" / "weights.h5", "r") as f:
         n_windows = len(f["window_weights"])
         assert f["cell_weights"].shape[0] == n_windows and f["cell_weights"].shape[2:] == (2, 2)
@@ -273,9 +298,52 @@ def test_attention_over_map_cells_trains_exports_maps_and_predicts(tiny_root, tm
     assert predict_stage.main([f"root={str(root)!r}", f"cache_root={str(tmp_path / 'cache')!r}",
                                "device=cpu", f"model={str(folder / 'f1')!r}",
                                f"videos={(video,)!r}", "top_k=1", "head=linear"]) == 0
-    no_maps = [a for a in args if not a.startswith("pool=")]
-    extract_features(parse_overrides(no_maps, *CONFIGS)[0])
-    assert train_stage.main(no_maps) != 0                           # names pool=('mean','map')
+
+
+@pytest.mark.parametrize("attention", ["ap", "pyramid"])
+def test_attention_over_cells_without_maps_stops_before_any_work_with_the_extract_command(
+        tiny_root, tmp_path, attention, fake_maps, caplog):
+    root = tmp_path / "persons"
+    shutil.copytree(tiny_root, root)
+    (root / "dataset.json").unlink()
+    args = [f"root={str(root)!r}", f"cache_root={str(tmp_path / 'cache')!r}", *FAKE,
+            "layer=('stats',)", f"attention={attention}"]
+    with caplog.at_level(logging.ERROR):
+        assert train_stage.main(args) != 0
+    assert "make extract DATASET=folder ARGS=" in caplog.text
+    assert "pool=('mean', 'map')" in caplog.text
+    wanted = "('stats',)" if attention == "ap" else "('stats', 'means')"
+    assert f"layer={wanted}" in caplog.text
+    assert not (tmp_path / "cache").exists()                 # nothing computed, nothing written
+
+
+def test_pyramid_refuses_a_backbone_with_one_convolutional_map(caplog):
+    assert train_stage.main(["dataset=folder", "root=/nowhere", "backbone=resnet50",
+                             "attention=pyramid"]) != 0
+    assert "two or more depths" in caplog.text and "layer4" in caplog.text
+
+
+def test_a_hot_run_keeps_its_cache_key_and_other_types_keys_do_not_key_it():
+    """The registry changed how train.py finds a type's keys, not the keys: a HoT run's key is
+    the one computed before (snapshot from the code before the registry); another type's
+    options never key a run, its own do."""
+    from pipeline.core.cache import stage_key
+    from pipeline.learn import train as T
+    from pipeline.pooling.settings import DescriptorConfig
+    splits, sources = {"sp1": {"a": "train", "b": "test"}}, {"a": "x", "b": "y"}
+
+    def key(tcfg, dcfg=DescriptorConfig()):
+        return stage_key(T.STAGE, T.STAGE_VERSION, T.train_params(tcfg, dcfg, splits, sources),
+                         upstream=["sketched-abc"])
+    assert key(TrainConfig(attention="hot")) == \
+        "eb3d63e9f01688bd4f4e986a06dfb148572e3011efcede14620162eb01f7447f"
+    assert key(TrainConfig(attention="none"), DescriptorConfig(order=3, epn="maxexp")) == \
+        "5a5609c3bf03492ec65530de21728ee50cb729aa8124ac021e2bf9177ae6a3e3"
+    assert key(TrainConfig(attention="hot", rank=3, maps=9, self_heads=2)) == \
+        key(TrainConfig(attention="hot"))
+    assert key(TrainConfig(attention="ap", nonneg="sigmoid")) == key(TrainConfig(attention="ap"))
+    assert key(TrainConfig(attention="ap", rank=2)) != key(TrainConfig(attention="ap"))
+    assert key(TrainConfig(attention="hot", hidden=4)) != key(TrainConfig(attention="hot"))
 
 
 def test_a_training_run_sweeps_what_killed_runs_left(setup, tmp_path):

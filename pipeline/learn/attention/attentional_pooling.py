@@ -1,6 +1,8 @@
-"""Attentional pooling (Girdhar & Ramanan, NeurIPS 2017, Sec. 3.1-3.2) over n positions X (n, f):
-score(X, k) = (X a_k)^T (X b) = Tr(X^T X b a_k^T), a rank-1 approximation of second-order
-pooling Tr(X^T X W_k^T); rank P, per-class bottom-up b_k; average pooling = top-down only."""
+"""Attentional pooling (Girdhar & Ramanan, NeurIPS 2017, Sec. 3.1-3.2; docs/method.md,
+"Attentional pooling") over n positions X (n, f): score(X, k) = (X a_k)^T (X b) = Tr(X^T X b a_k^T),
+a rank-1 approximation of second-order pooling Tr(X^T X W_k^T); rank P, per-class bottom-up b_k;
+average pooling = top-down only. `ap`: the paper's positions, the H' x W' cells of each window's
+last convolutional map; `ap_windows`: the sketched windows as positions (our variant)."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +12,7 @@ from torch import nn
 
 from pipeline.core.settings import check_int
 from pipeline.learn.attention.base import PositionClassifierBase
+from pipeline.learn.attention.registry import AttentionSpec, Option, choice, integer, register_attention
 
 log = logging.getLogger(__name__)
 
@@ -129,3 +132,36 @@ class AttentionalPoolingClassifier(PositionClassifierBase):
         if kind not in ("bottom_up", "top_down"):
             raise ValueError(f"kind={kind!r} must be 'bottom_up' or 'top_down'")
         return super().attention_map(samples, kind=kind)
+
+
+OPTIONS = {
+    "rank": Option(1, int, "ap, ap_windows: rank P (P top-down x bottom-up pairs); the paper's "
+                           "rank-1 is its main model", integer(1)),
+    "bottom_up": Option("shared", str, "ap, ap_windows: 'shared' b (the paper), 'per_class' b_k, "
+                                       "or 'none' (average pooling, the top-down-only case)",
+                        choice("shared", "per_class", "none")),
+}
+
+
+def _params(t, d) -> dict:
+    return {"rank": t.rank, "bottom_up": t.bottom_up != "none",
+            "per_class_bottom_up": t.bottom_up == "per_class"}
+
+
+def _row_name(where: str):
+    def name(p: dict, pooling: str) -> str:
+        if not p["bottom_up"]:
+            return f"average pooling over {where}"
+        return (f"AP over {where} (rank-{p['rank']}"
+                f"{', per-class' if p['per_class_bottom_up'] else ''})")
+    return name
+
+
+register_attention(AttentionSpec(
+    name="ap", classifier=AttentionalPoolingClassifier, inputs="cells", options=OPTIONS,
+    params=_params, row_name=_row_name("cells"),
+    doc="attentional pooling over the cells of the last convolutional map (the paper)"))
+register_attention(AttentionSpec(
+    name="ap_windows", classifier=AttentionalPoolingClassifier, inputs="windows", options=OPTIONS,
+    params=_params, row_name=_row_name("windows"),
+    doc="attentional pooling over the sketched windows (ours)"))

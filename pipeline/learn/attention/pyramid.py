@@ -1,6 +1,9 @@
-"""Interaction-aware spatio-temporal pyramid attention (Du et al., ECCV 2018, Sec. 3): per layer j
-Y_j = W_j X_j^T + b_j (d, P) over P = K W H positions, fused (max/sum/product), A = softmax over
-positions with l2-normalised rows, M = A X_top; loss CE + beta l_inter + gamma l_attn."""
+"""Interaction-aware spatio-temporal pyramid attention (Du et al., ECCV 2018, Sec. 3, eq. 2-7;
+docs/method.md, "Pyramid attention"): per layer j Y_j = W_j X_j^T + b_j (d, P) over P = K W H
+positions, fused (max/sum/product), A = softmax over positions with l2-normalised rows,
+M = A X_top; loss CE + beta l_inter + gamma l_attn. `pyramid`: the levels are stored maps of
+different depths (Mixed_4f and Mixed_5c; res4/res5), the lower max-pooled to the top's grid;
+`pyramid_windows`: the levels are sketched window features of different layers (ours)."""
 from __future__ import annotations
 
 import logging
@@ -15,6 +18,8 @@ from torch.nn import functional as F
 from pipeline.core.devices import resolve_device, torch_dtype
 from pipeline.core.settings import check_int
 from pipeline.learn.attention.base import PositionClassifierBase, masked_softmax, positions
+from pipeline.learn.attention.registry import (AttentionSpec, Option, choice, integer,
+                                               register_attention)
 from pipeline.learn.heads.base import SampleData, pad_samples
 
 log = logging.getLogger(__name__)
@@ -137,7 +142,11 @@ class PyramidAttentionClassifier(PositionClassifierBase):
             raise ValueError("samples must be a non-empty list of layers")
         device, dtype = resolve_device(self.device), torch_dtype(self.dtype)
         items = []
-        for sample in samples:
+        for i, sample in enumerate(samples):
+            if not isinstance(sample, (list, tuple)) or len(sample) < 2:
+                raise ValueError(f"samples[{i}]: pyramid attention fuses two or more levels (maps "
+                                 f"of different depths, top last); got "
+                                 f"{len(sample) if isinstance(sample, (list, tuple)) else 1}")
             layers, shape = pyramid_positions(sample)
             items.append(([torch.as_tensor(x, device=device).to(dtype) for x in layers], shape))
         dims = {tuple(x.shape[1] for x in layers) for layers, _ in items}
@@ -205,3 +214,37 @@ class PyramidAttentionClassifier(PositionClassifierBase):
     def _set_meta(self, meta: dict) -> None:
         self.n_features_in_ = int(meta["n_features_in"])
         self.layer_dims_ = [int(v) for v in meta["layer_dims"]]
+
+
+def _positive(name: str, value) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name}={value!r} must be a number >= 0")
+    return float(value)
+
+
+OPTIONS = {
+    "pyramid_fusion": Option("product", str, "pyramid: fusion of the levels' scores: product (the "
+                                             "best in STPA's ablation), sum or max",
+                             choice(*FUSIONS)),
+    "maps": Option(4, int, "pyramid: attention maps d (rows of A); the paper leaves d to the "
+                           "reader (ours: 4)", integer(1)),
+    "pyramid_beta": Option(1e-4, float, "pyramid: weight beta of the interaction loss (the "
+                                        "paper's 1e-4)", _positive),
+    "pyramid_gamma": Option(1e-4, float, "pyramid: weight gamma of the attention loss (the "
+                                         "paper's 1e-4)", _positive),
+}
+
+
+def _params(t, d) -> dict:
+    return {"fusion": t.pyramid_fusion, "n_maps": t.maps, "beta": t.pyramid_beta,
+            "gamma": t.pyramid_gamma}
+
+
+register_attention(AttentionSpec(
+    name="pyramid", classifier=PyramidAttentionClassifier, inputs="levels", options=OPTIONS,
+    params=_params, row_name=lambda p, pooling: f"STPA over cells ({p['fusion']})",
+    doc="STPA over the cells of maps of two or more depths (the paper)"))
+register_attention(AttentionSpec(
+    name="pyramid_windows", classifier=PyramidAttentionClassifier, inputs="window_levels",
+    options=OPTIONS, params=_params, row_name=lambda p, pooling: f"STPA over windows ({p['fusion']})",
+    doc="STPA over the sketched windows, levels the window features of two or more layers (ours)"))
