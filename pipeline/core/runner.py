@@ -12,7 +12,7 @@ from typing import Callable, Iterable
 
 import h5py
 
-from pipeline.core.cache import (MANIFEST, StageResult, digest, file_stamps, inspect_item, item_path,
+from pipeline.core.cache import (MANIFEST, StageResult, digest, inspect_item, item_path,
                             library_versions, shard_ids, sweep_temporary, write_json)
 from pipeline.core.parallel import Job, run_job, strict_frames
 
@@ -84,7 +84,7 @@ def run_items(folder: Path, ids: list[str], job: Job, *, manifest: dict, sources
         finish()
         write_json(folder / MANIFEST, {**manifest, "items": len(ids), "done": done,
                                        "failures": failures, "warnings": warnings,
-                                       "sources": digest(sources), "files": file_stamps(folder, ids),
+                                       "sources": digest(sources),
                                        **stamp})
         sweep_temporary(folder, before=start)
     else:

@@ -22,8 +22,8 @@ from sklearn.preprocessing import normalize
 from sklearn.svm import LinearSVC
 from tqdm import tqdm
 
-from pipeline.core.cache import (StageError, atomic_path, digest, library_versions, stage_dir, stage_key,
-                            sweep_temporary, write_json)
+from pipeline.core.cache import (StageError, atomic_path, digest, json_intact, library_versions,
+                                 read_json, stage_dir, stage_key, sweep_temporary, write_json)
 from pipeline.pooling.settings import DescriptorConfig
 from pipeline.learn.settings import EvaluateConfig
 from pipeline.extract.settings import ExtractConfig
@@ -324,9 +324,9 @@ def evaluate(ecfg: ExtractConfig, dcfg: DescriptorConfig, cfg: EvaluateConfig,
     key = stage_key(STAGE, STAGE_VERSION, params, upstream=[upstream.name])
     folder = stage_dir(ecfg.cache_root, STAGE, dataset.identity, f"{cfg.head}-{upstream.name}", key)
     method = method_name(ecfg, dcfg, cfg)
-    if (folder / "results.json").is_file():     # named as this run names it (name= is no key)
+    if json_intact(folder / "results.json"):   # named as this run names it (name= is no key)
         log.info("evaluation already complete (no stage-1, stage-2 or training work): %s", folder)
-        return folder, {**json.loads((folder / "results.json").read_text()), "method": method}
+        return folder, {**read_json(folder / "results.json"), "method": method}
     log.info("evaluating %s on %s: descriptors read from the cache, no stage-1 or stage-2 work "
              "(%s)", method, dataset.identity, upstream)
     sweep_temporary(folder)                       # what killed runs left (never a live one's)
@@ -337,7 +337,7 @@ def evaluate(ecfg: ExtractConfig, dcfg: DescriptorConfig, cfg: EvaluateConfig,
     per_split = {}
     for name, split in splits.items():
         path = folder / "splits" / f"{name}.json"
-        if not path.is_file():
+        if not json_intact(path):
             if gram is None:
                 ids_k, K, attrs_k = load_gram(upstream)
                 if ids_k != ids or attrs_k["sources"] != attrs["sources"]:
@@ -348,7 +348,7 @@ def evaluate(ecfg: ExtractConfig, dcfg: DescriptorConfig, cfg: EvaluateConfig,
                                  classes=dataset.classes, idt=idt)
             result["wall_time"] = time.perf_counter() - start
             write_json(path, result)              # the split's file first, then its one record
-        result = json.loads(path.read_text())
+        result = read_json(path)
         if not ledger.records(config_key=key, split=name):     # a kill between the two: add it
             ledger.append({"dataset": dataset.identity, "protocol": protocol, "split": name,
                            "method": method, "metric": dataset.metric, "score": result["score"],
@@ -361,7 +361,7 @@ def evaluate(ecfg: ExtractConfig, dcfg: DescriptorConfig, cfg: EvaluateConfig,
                            "classes": list(dataset.classes), "predictions": result["predictions"],
                            "chosen": result["chosen"], "wall_time": result.get("wall_time"),
                            "versions": library_versions()})
-        per_split[name] = json.loads(path.read_text())
+        per_split[name] = read_json(path)
         log.info("%s: %s = %.4f", name, dataset.metric, per_split[name]["score"])
     scores = {name: r["score"] for name, r in per_split.items()}
     scores["mean"] = float(np.mean(list(scores.values())))
@@ -375,4 +375,4 @@ def evaluate(ecfg: ExtractConfig, dcfg: DescriptorConfig, cfg: EvaluateConfig,
     with atomic_path(folder / "results.md") as tmp:
         tmp.write_text(table)
     write_json(folder / "results.json", results)
-    return folder, json.loads((folder / "results.json").read_text())
+    return folder, read_json(folder / "results.json")

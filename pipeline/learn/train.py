@@ -14,7 +14,8 @@ import h5py
 import numpy as np
 
 from pipeline.learn.attention import build_attention, load_attention
-from pipeline.core.cache import (StageError, atomic_path, digest, item_path, library_versions,
+from pipeline.core.cache import (StageError, atomic_path, digest, item_path, json_intact,
+                                 library_versions, read_json,
                             stage_dir, stage_key, stage_lock, sweep_temporary, write_json)
 from pipeline.pooling.settings import DescriptorConfig
 from pipeline.learn.settings import EvaluateConfig, TrainConfig
@@ -24,7 +25,7 @@ from pipeline.datasets import TEST, TRAIN
 from pipeline.pooling.descriptors import read_parts
 from pipeline.learn.evaluate import (PROTOCOLS, Gram, gram_matrix, label_matrix, ledger_of, method_name,
                                score_split, summarise)
-from pipeline.learn.heads import PARAMS_FILE
+from pipeline.learn.heads.base import saved_intact
 from pipeline.results.metrics import METRICS
 from pipeline.results.tables import paper_table
 from pipeline.pooling.sketched import compute_sketched, load_sketched, sketched_ids
@@ -305,9 +306,10 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
     row_key = key if tag == "linear" else stage_key(STAGE, STAGE_VERSION, {
         **params, "head": key_params(vcfg)}, upstream=[upstream.name])
     stem = results_stem(tag)
-    if (folder / f"{stem}.json").is_file():    # named as this run names it (name= is no key)
+    if json_intact(folder / f"{stem}.json") and all(    # models checked: a damaged one is refit
+            saved_intact(folder / n) for n in splits_done(folder / f"{stem}.json")):
         log.info("training already complete (no stage-1, sketching or training work): %s", folder)
-        return folder, {**json.loads((folder / f"{stem}.json").read_text()), "method": method}
+        return folder, {**read_json(folder / f"{stem}.json"), "method": method}
     log.info("training %s on %s: stage 1 read from the cache, no forward pass (%s); sketched "
              "windows from %s", method, dataset.identity, inp.folder, upstream)
     videos, group_names = load_sketched(upstream, ids)
@@ -326,7 +328,7 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
         sweep_temporary(folder)                       # what killed runs left (never a live one's)
         for name, split in splits.items():
             out = folder / name
-            if not (out / RESULT_FILE).is_file():
+            if not (json_intact(out / RESULT_FILE) and saved_intact(out)):   # model checked too
                 model_config = {**config, "classes": list(dataset.classes), "parts": inp.parts,
                                 "levels": levels,
                                 "groups": inp.groups, "split": name, "method": method,
@@ -336,17 +338,22 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
                               split=split, ids=ids, videos=videos, y=y, group_names=group_names,
                               method=method, metric=dataset.metric, classes=dataset.classes,
                               model_config=model_config)
+                if tag != "linear":               # the head before result.json, which marks
+                    write_json(out / "heads" / f"{tag}.json", score_head(  # the split done
+                        out, vcfg, tcfg.attention, tag=tag, split=split, ids=ids,
+                        videos=videos, y=y, metric=dataset.metric, classes=dataset.classes,
+                        levels=levels))
                 write_json(out / RESULT_FILE, r)  # the split's file first, then its one record
             path = out / RESULT_FILE if tag == "linear" else out / "heads" / f"{tag}.json"
             saved = tag == "linear" or dataset.metric == "map" or \
-                (head_folder(out, tag) / PARAMS_FILE).is_file()
-            if not path.is_file() or not saved:   # (heads scored before they were saved too)
+                saved_intact(head_folder(out, tag))
+            if not json_intact(path) or not saved:  # (heads scored before they were saved too)
                 log.info("%s: %s on the learned representation of the trained model (%s)",
                          name, vcfg.head, out)
                 write_json(path, score_head(out, vcfg, tcfg.attention, tag=tag, split=split,
                                             ids=ids, videos=videos, y=y, metric=dataset.metric,
                                             classes=dataset.classes, levels=levels))
-            r = json.loads(path.read_text())
+            r = read_json(path)
             if not ledger.records(config_key=row_key, split=name):  # a kill between: add it
                 ledger.append({"dataset": dataset.identity, "protocol": protocol, "split": name,
                                "method": method, "metric": dataset.metric, "score": r["score"],
@@ -372,7 +379,12 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
                               for n, r in per_split.items()},
                    "models": {n: str(folder / n) for n in per_split}, **cache}
         write_json(folder / f"{stem}.json", results)
-    return folder, json.loads((folder / f"{stem}.json").read_text())
+    return folder, read_json(folder / f"{stem}.json")
+
+
+def splits_done(results: Path) -> list[str]:
+    """The split folders a training folder's results file names (its "models")."""
+    return [Path(m).name for m in read_json(results).get("models", {}).values()]
 
 
 def fit_split(out: Path, *, clf, tcfg: TrainConfig, split: dict[str, str], ids: list[str],

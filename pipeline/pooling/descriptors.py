@@ -19,7 +19,8 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.core.cache import (StageError, StageResult, atomic_path, digest, done_ids, item_path,
+from pipeline.core.cache import (CorruptFileError, StageError, StageResult, atomic_path, check_sealed,
+                                 digest, done_ids, item_path, seal, warn_damaged,
                             read_manifest, stage_dir, stage_key, stage_lock, up_to_date)
 from pipeline.core.runner import run_items
 from pipeline.pooling.settings import DescriptorConfig
@@ -320,27 +321,40 @@ def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig, *,
 
 
 def view_current(folder: Path, sources: dict[str, str]) -> bool:
-    """The consolidated view exists and holds exactly the items of `sources`."""
+    """The consolidated view exists, holds exactly the items of `sources` and its data still
+    matches its checksum (one pass over it; a damaged view is named in the log and rebuilt from
+    its items by the next run of the stage)."""
     try:
         with h5py.File(folder / VIEW, "r") as f:
-            return f.attrs.get("sources") == digest(sources)
+            if f.attrs.get("sources") != digest(sources):
+                return False
+        check_sealed(folder / VIEW, REBUILD)
+        return True
+    except CorruptFileError as exc:
+        warn_damaged(folder / VIEW, str(exc).split(": ", 1)[1].split("; ")[0], REBUILD)
+        return False
     except (OSError, KeyError):
         return False
+
+
+REBUILD = "`make descriptors` with the same settings rebuilds it from its items"
 
 
 def write_view(folder: Path, ids: list[str], sources: dict[str, str], *, d: int, order: int,
                size: int) -> None:
     """Consolidate the item files of `ids` into one `descriptors.h5`, atomically; its attribute
     "sources" tells whether it is current (the digest of `sources`, all items wanted)."""
-    with atomic_path(folder / VIEW) as tmp, h5py.File(tmp, "w") as out:
-        data = out.create_dataset("descriptors", (len(ids), size), dtype=np.float32)
-        for row, item_id in enumerate(ids):
-            with h5py.File(item_path(folder, item_id), "r") as f:
-                data[row] = f["descriptor"][()]
-        out.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
-        out.attrs.update(order=order, d=d, sources=digest(sources),
-                         packing="order 1: pooled vector; else unique entries i<=j(<=k), raw "
-                                 "(see tensor_pool.pack)")
+    with atomic_path(folder / VIEW) as tmp:
+        with h5py.File(tmp, "w") as out:
+            data = out.create_dataset("descriptors", (len(ids), size), dtype=np.float32)
+            for row, item_id in enumerate(ids):
+                with h5py.File(item_path(folder, item_id), "r") as f:
+                    data[row] = f["descriptor"][()]
+            out.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
+            out.attrs.update(order=order, d=d, sources=digest(sources),
+                             packing="order 1: pooled vector; else unique entries i<=j(<=k), raw "
+                                     "(see tensor_pool.pack)")
+        seal(tmp)                  # the checksum of its data, verified by view_current
 
 
 def load_view(folder: Path) -> tuple[list[str], np.ndarray, dict]:
