@@ -298,7 +298,8 @@ def _datasets(f: h5py.File) -> list[h5py.Dataset]:
 SCAN_CHUNK_BYTES = 32 << 20   # rows of a dataset read (and hashed) at a time
 
 
-def _scan(f: h5py.File, algorithm: str | None = "xxh3") -> tuple[str | None, str]:
+def _scan(f: h5py.File, algorithm: str | None = "xxh3", finite: bool = True
+          ) -> tuple[str | None, str]:
     """(why the data cannot be used or None, the digest of every dataset: name, dtype, shape,
     values and attributes; not the file's attributes, which say where it came from). Numeric
     datasets are read and hashed SCAN_CHUNK_BYTES of rows at a time (constant memory). With
@@ -309,13 +310,13 @@ def _scan(f: h5py.File, algorithm: str | None = "xxh3") -> tuple[str | None, str
         if "starts" in ds.attrs and (ds.ndim == 0 or ds.shape[0] != len(ds.attrs["starts"])):
             problem = problem or f"{ds.name} has shape {ds.shape} for {len(ds.attrs['starts'])} windows"
         kind = ds.dtype.kind
-        if h is None and kind not in "fc":
+        if h is None and (kind not in "fc" or not finite):
             continue
         attrs = json.dumps({k: np.asarray(v).tolist() for k, v in sorted(ds.attrs.items())},
                            default=str)
         if kind in "OSUV" or ds.ndim == 0 or ds.size == 0:
             values = np.asarray(ds[()])
-            if values.dtype.kind in "fc" and not np.isfinite(values).all():
+            if finite and values.dtype.kind in "fc" and not np.isfinite(values).all():
                 problem = problem or f"{ds.name} holds NaN or Inf values"
             if h is not None:
                 data = (json.dumps(values.tolist(), default=str).encode()
@@ -328,7 +329,7 @@ def _scan(f: h5py.File, algorithm: str | None = "xxh3") -> tuple[str | None, str
         step = max(1, SCAN_CHUNK_BYTES // row)
         for r0 in range(0, ds.shape[0], step):
             block = np.ascontiguousarray(ds[r0:r0 + step])
-            if kind in "fc" and not np.isfinite(block).all():
+            if finite and kind in "fc" and not np.isfinite(block).all():
                 problem = problem or f"{ds.name} holds NaN or Inf values"
             if h is not None:
                 h.update(memoryview(block).cast("B"))
@@ -342,19 +343,21 @@ def data_problem(f: h5py.File) -> str | None:
     digest it was sealed with (truncated, reshaped or edited since, see `seal`)."""
     stored = f.attrs.get("digest")
     algorithm = None if stored is None else checksum_algorithm(str(stored))
-    problem, digest_now = _scan(f, algorithm)
+    problem, digest_now = _scan(f, algorithm, not f.attrs.get("nonfinite_ok", False))
     if problem is None and stored is not None and stored != digest_now:
         problem = "its data does not match the checksum it was written with (damaged)"
     return problem
 
 
-def seal(path: Path, **attrs: Any) -> None:
+def seal(path: Path, *, finite: bool = True, **attrs: Any) -> None:
     """Check a freshly written HDF5 file (an item, a view) and record the checksum of its data
     (and `attrs`), so that a later change to it is detected (`h5_valid`, `check_sealed`). Raises
     ValueError for data that must not be stored (NaN or Inf): such an item fails instead of
-    being taken for good."""
+    being taken for good. finite=False: a file where NaN has a meaning (absent values)."""
     with h5py.File(path, "r+") as f:
-        problem, digest_now = _scan(f)
+        if not finite:
+            attrs["nonfinite_ok"] = True
+        problem, digest_now = _scan(f, finite=finite)
         if problem is not None:
             raise ValueError(f"{problem}; the item is not stored")
         f.attrs.update(digest=digest_now, **attrs)
@@ -375,6 +378,19 @@ def check_sealed(path: str | os.PathLike, remedy: str) -> None:
         raise CorruptFileError(path, f"cannot be read as HDF5 ({exc})", remedy) from None
     if problem is not None:
         raise CorruptFileError(path, problem, remedy)
+
+
+def sealed_intact(path: str | os.PathLike, remedy: str = "it is computed again") -> bool:
+    """Whether the sealed HDF5 file `path` exists and check_sealed accepts it; a damaged one is
+    logged (naming it) and counts as absent."""
+    if not Path(path).is_file():
+        return False
+    try:
+        check_sealed(path, remedy)
+        return True
+    except CorruptFileError as exc:
+        warn_damaged(path, str(exc).split(": ", 1)[-1].split("; ")[0], remedy)
+        return False
 
 
 def inspect_item(path: Path, required: Callable[[h5py.File], bool], source: str | None
@@ -443,6 +459,56 @@ def file_stamps(folder: Path, ids: Iterable[str]) -> str:
     return digest(stamps)
 
 
+def recorded_files(folder: Path, ids: Iterable[str]) -> list[str]:
+    """The files of a stage folder whose checksums its manifest records (paths relative to it):
+    every item file, and the folder's own files besides manifests and locks (views such as
+    descriptors.h5)."""
+    names = [item_path(folder, i).relative_to(folder).as_posix() for i in ids]
+    names += sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                    and not p.name.startswith("manifest"))
+    return names
+
+
+def file_checksums(folder: Path, names: Iterable[str]) -> dict[str, str | None]:
+    """relative path -> file_checksum (None when absent): one streaming pass over each file."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = file_checksum(folder / name)
+        except OSError:
+            out[name] = None
+    return out
+
+
+def damaged_files(folder: Path, manifest: dict | None, *, newer_ok: bool = True) -> list[str]:
+    """The files the manifest records whose bytes no longer match their checksum (or are gone),
+    each logged naming it. newer_ok: a file modified after the manifest was written is not
+    counted (a stage rewrote it since; its own seal is checked where it is read): only damage
+    under an unchanged or restored mtime is left to this check."""
+    recorded = (manifest or {}).get("checksums") or {}
+    if not recorded:
+        return []
+    try:
+        written = (folder / MANIFEST).stat().st_mtime_ns
+    except OSError:
+        written = None
+    bad = []
+    for name, expected in recorded.items():
+        path = folder / name
+        try:
+            if newer_ok and written is not None and path.stat().st_mtime_ns > written:
+                continue
+            ok = file_checksum(path) == expected
+        except OSError:
+            ok = False
+        if not ok:
+            bad.append(name)
+            warn_damaged(path, "its bytes do not match the checksum recorded in "
+                               f"{folder / MANIFEST}" if path.exists() else "it is missing",
+                         REDO if "items" in Path(name).parts else "the stage writes it again")
+    return bad
+
+
 def up_to_date(folder: Path, sources: dict[str, str], *, strict: bool = False) -> bool:
     """True when the stage's manifest covers exactly these items from these sources, none failed
     (with `strict`, none is done with a warning either) and every item file still holds what it
@@ -453,7 +519,9 @@ def up_to_date(folder: Path, sources: dict[str, str], *, strict: bool = False) -
     if (manifest is None or manifest.get("failures") or (strict and manifest.get("warnings"))
             or manifest.get("sources") != digest(sources)):
         return False
-    return all(inspect_item(item_path(folder, i), lambda f: True, src)[0]
+    if manifest.get("checksums"):               # every byte of every file: one hash pass
+        return not damaged_files(folder, manifest, newer_ok=False)
+    return all(inspect_item(item_path(folder, i), lambda f: True, src)[0]   # older manifests
                for i, src in sources.items())
 
 

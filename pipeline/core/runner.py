@@ -12,7 +12,8 @@ from typing import Callable, Iterable
 
 import h5py
 
-from pipeline.core.cache import (MANIFEST, StageResult, digest, inspect_item, item_path,
+from pipeline.core.cache import (MANIFEST, StageResult, damaged_files, digest, file_checksums,
+                                 inspect_item, item_path, read_manifest, recorded_files,
                             library_versions, shard_ids, sweep_temporary, write_json)
 from pipeline.core.parallel import Job, run_job, strict_frames
 
@@ -46,7 +47,10 @@ def run_items(folder: Path, ids: list[str], job: Job, *, manifest: dict, sources
         return ok and not (strict and warning), warning
 
     mine = shard_ids(ids, shard)
-    pending = [i for i in mine if not status(i)[0]]
+    damaged = {Path(name).relative_to("items").as_posix()[:-len(".h5")]
+               for name in damaged_files(folder, read_manifest(folder))
+               if name.startswith("items/")}   # bit rot under a restored mtime: recomputed
+    pending = [i for i in mine if i in damaged or not status(i)[0]]
     sweep_temporary(folder)                  # what killed runs left (never a live writer's)
     log.info("%s: %d of %d items to compute%s", folder, len(pending), len(ids),
              f" (shard {shard[0]}/{shard[1]})" if shard != (1, 1) else "")
@@ -85,6 +89,7 @@ def run_items(folder: Path, ids: list[str], job: Job, *, manifest: dict, sources
         write_json(folder / MANIFEST, {**manifest, "items": len(ids), "done": done,
                                        "failures": failures, "warnings": warnings,
                                        "sources": digest(sources),
+                                       "checksums": file_checksums(folder, recorded_files(folder, ids)),
                                        **stamp})
         sweep_temporary(folder, before=start)
     else:

@@ -324,7 +324,8 @@ def evaluate(ecfg: ExtractConfig, dcfg: DescriptorConfig, cfg: EvaluateConfig,
     key = stage_key(STAGE, STAGE_VERSION, params, upstream=[upstream.name])
     folder = stage_dir(ecfg.cache_root, STAGE, dataset.identity, f"{cfg.head}-{upstream.name}", key)
     method = method_name(ecfg, dcfg, cfg)
-    if json_intact(folder / "results.json"):   # named as this run names it (name= is no key)
+    if json_intact(folder / "results.json") and all(     # split files checked too
+            json_intact(folder / "splits" / f"{name}.json") for name in splits):
         log.info("evaluation already complete (no stage-1, stage-2 or training work): %s", folder)
         return folder, {**read_json(folder / "results.json"), "method": method}
     log.info("evaluating %s on %s: descriptors read from the cache, no stage-1 or stage-2 work "

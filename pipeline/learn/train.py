@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.learn.attention import build_attention, load_attention
 from pipeline.core.cache import (StageError, atomic_path, digest, item_path, json_intact,
-                                 library_versions, read_json,
+                                 library_versions, read_json, seal, sealed_intact,
                             stage_dir, stage_key, stage_lock, sweep_temporary, write_json)
 from pipeline.pooling.settings import DescriptorConfig
 from pipeline.learn.settings import EvaluateConfig, TrainConfig
@@ -263,6 +263,8 @@ def write_weights(path: Path, *, ids: list[str], group_names: list[str], windows
         f.attrs.update(attention=attention, method=method,
                        meaning="hot/none: the group weight w_g of each window; ap: bottom-up "
                                "saliency X b per rank; pyramid: rows of A; self: softmax per query")
+        f.close()
+        seal(tmp, finite=False)                       # the checksum of its data (NaN: absent)
 
 
 def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
@@ -307,7 +309,8 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
         **params, "head": key_params(vcfg)}, upstream=[upstream.name])
     stem = results_stem(tag)
     if json_intact(folder / f"{stem}.json") and all(    # models checked: a damaged one is refit
-            saved_intact(folder / n) for n in splits_done(folder / f"{stem}.json")):
+            split_intact(folder / n, tag, dataset.metric)
+            for n in splits_done(folder / f"{stem}.json")):
         log.info("training already complete (no stage-1, sketching or training work): %s", folder)
         return folder, {**read_json(folder / f"{stem}.json"), "method": method}
     log.info("training %s on %s: stage 1 read from the cache, no forward pass (%s); sketched "
@@ -328,7 +331,7 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
         sweep_temporary(folder)                       # what killed runs left (never a live one's)
         for name, split in splits.items():
             out = folder / name
-            if not (json_intact(out / RESULT_FILE) and saved_intact(out)):   # model checked too
+            if not split_intact(out):          # result, model, config and weights checked
                 model_config = {**config, "classes": list(dataset.classes), "parts": inp.parts,
                                 "levels": levels,
                                 "groups": inp.groups, "split": name, "method": method,
@@ -380,6 +383,16 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
                    "models": {n: str(folder / n) for n in per_split}, **cache}
         write_json(folder / f"{stem}.json", results)
     return folder, read_json(folder / f"{stem}.json")
+
+
+def split_intact(out: Path, tag: str = "linear", metric: str = "") -> bool:
+    """A trained split is done when its result, model, config and weights (and the head `tag`
+    with its scores) all match their checksums; a damaged file is logged, naming it, and is
+    computed again."""
+    return (json_intact(out / RESULT_FILE) and saved_intact(out)
+            and json_intact(out / CONFIG_FILE) and sealed_intact(out / WEIGHTS_FILE)
+            and (tag == "linear" or (json_intact(out / "heads" / f"{tag}.json") and (
+                metric == "map" or saved_intact(head_folder(out, tag))))))
 
 
 def splits_done(results: Path) -> list[str]:

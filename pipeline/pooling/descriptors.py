@@ -20,7 +20,8 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.core.cache import (CorruptFileError, StageError, StageResult, atomic_path, check_sealed,
-                                 digest, done_ids, item_path, seal, warn_damaged,
+                                 digest, done_ids, item_path, seal, sealed_intact, verify_file,
+                                 warn_damaged,
                             read_manifest, stage_dir, stage_key, stage_lock, up_to_date)
 from pipeline.core.runner import run_items
 from pipeline.pooling.settings import DescriptorConfig
@@ -288,7 +289,8 @@ def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig, *,
     if not ids:
         raise StageError(f"no video of {inp.dataset.identity} has stage-1 features in "
                          f"{inp.folder}; run `make extract` first")
-    if up_to_date(folder, sources) and view_current(folder, sources):
+    if (up_to_date(folder, sources) and view_current(folder, sources)
+            and sealed_intact(folder / "sketch.h5", "it is written again")):
         log.info("descriptors already complete: %s", folder)
         return StageResult(folder, len(ids), 0, {}, skipped_run=True)
     first = read_parts(item_path(inp.folder, ids[0]), inp.parts, inp.groups)[0]
@@ -304,10 +306,12 @@ def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig, *,
                 "d": d, "n_unique": descriptor_size(d, cfg), "missing_upstream": inp.missing,
                 "weigher": weigher.key if weigher is not None else None}
     with stage_lock(folder):
-        with atomic_path(folder / "sketch.h5") as tmp, h5py.File(tmp, "w") as f:
-            for part, sketch in zip(inp.parts, sketches):
-                for name, value in sketch.state().items():
-                    f.create_dataset(f"{part}/{name}", data=value)
+        with atomic_path(folder / "sketch.h5") as tmp:
+            with h5py.File(tmp, "w") as f:
+                for part, sketch in zip(inp.parts, sketches):
+                    for name, value in sketch.state().items():
+                        f.create_dataset(f"{part}/{name}", data=value)
+            seal(tmp)
 
         def finish() -> None:       # the view before the manifest: a manifest means both are there
             write_view(folder, done_ids(folder, sources, lambda f: "descriptor" in f), sources,
@@ -328,12 +332,18 @@ def view_current(folder: Path, sources: dict[str, str]) -> bool:
         with h5py.File(folder / VIEW, "r") as f:
             if f.attrs.get("sources") != digest(sources):
                 return False
-        check_sealed(folder / VIEW, REBUILD)
+        recorded = ((read_manifest(folder) or {}).get("checksums") or {}).get(VIEW)
+        if recorded is not None:         # every byte (a fast hash), as the manifest recorded it
+            verify_file(folder / VIEW, recorded, REBUILD)
+        else:                            # before the manifest: the checksum of its data
+            check_sealed(folder / VIEW, REBUILD)
         return True
     except CorruptFileError as exc:
         warn_damaged(folder / VIEW, str(exc).split(": ", 1)[1].split("; ")[0], REBUILD)
         return False
-    except (OSError, KeyError):
+    except (OSError, KeyError) as exc:
+        if (folder / VIEW).is_file():
+            warn_damaged(folder / VIEW, f"cannot be read: {exc}", REBUILD)
         return False
 
 
