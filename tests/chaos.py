@@ -349,7 +349,11 @@ def build_stages(videos: Path, cache: Path, grid: Path) -> list[Stage]:
 # tamper pass: damaged files must be found, named and repaired by the rerun of their stage
 # ---------------------------------------------------------------------------------------------
 TAMPERS = ("rows", "flip", "truncate")
-NOT_READ = (".md", ".csv", ".png", ".html")  # written for people; no stage reads them back
+NOT_READ = (".md", ".csv", ".png", ".html",   # written for people; no stage reads them back
+            "flow_cache.json")                # (the flow cache's description of its format)
+# Files a stage reads only while it computes another file: the tamper removes that one too (a
+# flow item is read when its video's features are computed)
+COMPANION = {"flow item": "features"}
 
 
 @dataclasses.dataclass
@@ -361,11 +365,14 @@ class Tamper:
     status: int = 0
     named: bool = False
     identical: bool = False
+    inert: bool = False                     # no byte that HDF5 reads changed (unused space)
+    replaced: bool = False                  # the rerun rewrote it (computed anew, not used)
 
     @property
     def silent(self) -> bool:
-        """The rerun went on with the damaged file unnamed (or left results that differ)."""
-        return not (self.named and self.identical)
+        """The rerun left results that differ, or went on with a damaged file unnamed (unless
+        the damage is inert: every value the file holds reads back as written)."""
+        return not self.identical or not (self.named or self.inert or self.replaced)
 
 
 def kind_of(rel: str) -> str:
@@ -466,9 +473,19 @@ def tamper_pass(stage: Stage, cache: Path, reference: Reference, log: Path, mode
             if not path.is_file():
                 continue
             tamper(path, mode)
+            try:
+                inert = fingerprint(path) == reference.files[rel]
+            except Exception:  # noqa: BLE001 - unreadable: not inert
+                inert = False
+            stamp = (path.stat().st_ino, path.stat().st_mtime_ns) if path.exists() else None
+            if kind in COMPANION:                   # its reader's output, same item name
+                name = Path(rel).relative_to(Path(*Path(rel).parts[:4])).as_posix()
+                for other in (cache / COMPANION[kind]).glob(f"*/*/items/{name}"):
+                    other.unlink()
             status, _, _ = run_child(stage.main, stage.args, 0, log)
             text = log.read_text(errors="replace")
-            t = Tamper(stage.name, kind, mode, rel, status,
+            replaced = path.exists() and (path.stat().st_ino, path.stat().st_mtime_ns) != stamp
+            t = Tamper(stage.name, kind, mode, rel, status, inert=inert, replaced=replaced,
                        named=rel in text or path.name in text and str(path.parent) in text,
                        identical=status == reference.status and snapshot(cache, stage) == reference.files)
             found.append(t)
@@ -485,19 +502,23 @@ def tamper_table(results: list[Tamper]) -> str:
     """The tamper table: per stage and kind of file, the modes tried, named and silent uses."""
     rows = {}
     for t in results:
-        r = rows.setdefault((t.stage, t.kind), {"tried": 0, "named": 0, "repaired": 0, "silent": 0})
+        r = rows.setdefault((t.stage, t.kind), {"tried": 0, "named": 0, "repaired": 0, "silent": 0,
+                                                "inert": 0, "replaced": 0})
         r["tried"] += 1
+        r["inert"] += t.inert and not t.named
+        r["replaced"] += t.replaced and not t.named and not t.inert
         r["named"] += t.named
         r["repaired"] += t.identical
         r["silent"] += t.silent
-    lines = [f"{'stage':<22}{'file':<40}{'tampered':>9}{'named':>7}{'repaired':>10}{'silent':>8}"]
+    lines = [f"{'stage':<22}{'file':<40}{'tampered':>9}{'named':>7}{'inert':>7}{'redone':>8}"
+             f"{'identical':>11}{'silent':>8}"]
     for (stage, kind), r in rows.items():
-        lines.append(f"{stage:<22}{kind:<40}{r['tried']:>9}{r['named']:>7}{r['repaired']:>10}"
-                     f"{r['silent']:>8}")
-    lines.append(f"{'total':<62}{sum(r['tried'] for r in rows.values()):>9}"
-                 f"{sum(r['named'] for r in rows.values()):>7}"
-                 f"{sum(r['repaired'] for r in rows.values()):>10}"
-                 f"{sum(r['silent'] for r in rows.values()):>8}")
+        lines.append(f"{stage:<22}{kind:<40}{r['tried']:>9}{r['named']:>7}{r['inert']:>7}"
+                     f"{r['replaced']:>8}{r['repaired']:>11}{r['silent']:>8}")
+    total = {k: sum(r[k] for r in rows.values()) for k in ("tried", "named", "inert", "replaced",
+                                                            "repaired", "silent")}
+    lines.append(f"{'total':<62}{total['tried']:>9}{total['named']:>7}{total['inert']:>7}"
+                 f"{total['replaced']:>8}{total['repaired']:>11}{total['silent']:>8}")
     return "\n".join(lines)
 
 
@@ -590,7 +611,9 @@ def main(argv: list[str] | None = None) -> int:
                         or s.ledger_faults or s.duplicates))
     if tampered:
         print("\ntamper pass (one file of each kind per mode; the rerun of its stage must name it "
-              "and repair it):\n" + tamper_table(tampered))
+              "and repair it; inert: the damage hit bytes HDF5 never reads, every value reads "
+              "back as written, so nothing could use it; redone: not named but computed anew "
+              "rather than used; identical: the output equals the clean run's after the rerun):\n" + tamper_table(tampered))
         ok &= not any(t.silent for t in tampered)
     print(f"total {time.time() - began:.0f} s")
     if opts.workdir is None:

@@ -393,6 +393,20 @@ def sealed_intact(path: str | os.PathLike, remedy: str = "it is computed again")
         return False
 
 
+def bytes_intact(path: str | os.PathLike, recorded: dict[str, str],
+                 remedy: str = "it is computed again") -> bool:
+    """Whether `path` matches the checksum `recorded` holds under its name (absent: not
+    recorded, accepted); a mismatch is logged, naming the file."""
+    expected = recorded.get(Path(path).name)
+    try:
+        verify_file(path, expected, remedy)
+        return True
+    except (CorruptFileError, OSError) as exc:
+        warn_damaged(path, "its bytes do not match the checksum recorded beside it"
+                     if isinstance(exc, CorruptFileError) else str(exc), remedy)
+        return False
+
+
 def inspect_item(path: Path, required: Callable[[h5py.File], bool], source: str | None
              ) -> tuple[bool, str | None]:
     """(valid, its warning attribute or None) of an item file; see h5_valid. A file that exists

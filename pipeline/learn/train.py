@@ -15,7 +15,8 @@ import numpy as np
 
 from pipeline.learn.attention import build_attention, load_attention
 from pipeline.core.cache import (StageError, atomic_path, digest, item_path, json_intact,
-                                 library_versions, read_json, seal, sealed_intact,
+                                 bytes_intact, file_checksum, library_versions, read_json, seal,
+                                 sealed_intact,
                             stage_dir, stage_key, stage_lock, sweep_temporary, write_json)
 from pipeline.pooling.settings import DescriptorConfig
 from pipeline.learn.settings import EvaluateConfig, TrainConfig
@@ -391,6 +392,7 @@ def split_intact(out: Path, tag: str = "linear", metric: str = "") -> bool:
     computed again."""
     return (json_intact(out / RESULT_FILE) and saved_intact(out)
             and json_intact(out / CONFIG_FILE) and sealed_intact(out / WEIGHTS_FILE)
+            and bytes_intact(out / WEIGHTS_FILE, read_json(out / RESULT_FILE).get("files", {}))
             and (tag == "linear" or (json_intact(out / "heads" / f"{tag}.json") and (
                 metric == "map" or saved_intact(head_folder(out, tag))))))
 
@@ -431,6 +433,7 @@ def fit_split(out: Path, *, clf, tcfg: TrainConfig, split: dict[str, str], ids: 
     write_weights(out / WEIGHTS_FILE, ids=ids, group_names=group_names, windows=windows,
                   videos=videos, attention=tcfg.attention, method=method, cells=cells)
     return {**result, "n_train": len(train_pos), "n_test": len(test_pos),
+            "files": {WEIGHTS_FILE: file_checksum(out / WEIGHTS_FILE)},  # every byte, checked
             "missing_train": missing[TRAIN], "missing_test": missing[TEST],
             "chosen": dict(clf.chosen_params_), "wall_time": time.perf_counter() - start}
 
