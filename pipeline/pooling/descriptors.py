@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import shutil
 import logging
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -298,6 +299,7 @@ def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig, *,
     dims = [p.shape[1] for p in first]
     sketches = make_sketches(dims, cfg.sketch_dim, cfg.sketch_seed) if cfg.sketch_dim else []
     d = cfg.sketch_dim * len(dims) if cfg.sketch_dim else sum(dims)
+    check_size(folder, cfg, d, len(ids), ecfg.workers if ecfg.backend != "serial" else 1)
     job = DescriptorJob(cfg, str(inp.folder.resolve()), tuple(inp.parts), tuple(inp.groups),
                         tuple(dims), weigher)
     manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "upstream": str(inp.folder),
@@ -322,6 +324,52 @@ def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig, *,
                          backend=ecfg.backend, workers=ecfg.workers, scheduler=ecfg.scheduler,
                          progress=lambda n: tqdm(total=n, desc="descriptors", unit="video",
                                                  disable=None))
+
+
+WARN_DISK = 2 ** 30                   # a stage that will write more than this says so first
+WORKSPACE = 4                         # float64 copies of the d^order tensor while pooling + EPN
+
+
+def size_estimate(cfg: DescriptorConfig, d: int, n_videos: int) -> tuple[int, int]:
+    """(bytes of memory per video being pooled, bytes on disk for n_videos): the dense d^order
+    tensor and its EPN workspace in float64 (WORKSPACE copies; docs/method.md "Pooling"), and
+    the stored unique entries in float32, once in the items and once in the view."""
+    memory = 8 * WORKSPACE * (d ** cfg.order if cfg.order > 1 else d)
+    return memory, 2 * 4 * descriptor_size(d, cfg) * n_videos
+
+
+def available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (None where unknown)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_size(folder: Path, cfg: DescriptorConfig, d: int, n_videos: int, parallel: int) -> None:
+    """Refuse before any work when pooling would not fit in memory or the descriptors on disk;
+    warn, with the estimate, when they will take more than WARN_DISK."""
+    memory, disk = size_estimate(cfg, d, n_videos)
+    memory *= max(1, parallel)
+    gib = lambda b: f"{b / 2 ** 30:.1f} GiB"  # noqa: E731
+    what = f"order={cfg.order} at d={d} (sketch_dim={cfg.sketch_dim})"
+    free = available_memory()
+    if free is not None and memory > free:
+        raise StageError(f"{what} needs about {gib(memory)} of memory per video being pooled "
+                         f"({gib(free)} available); lower sketch_dim (or order, or workers)")
+    root = folder
+    while not root.exists():
+        root = root.parent
+    free_disk = shutil.disk_usage(root).free
+    if disk > free_disk:
+        raise StageError(f"{what} would write about {gib(disk)} for {n_videos} videos under "
+                         f"{folder} ({gib(free_disk)} free); lower sketch_dim or free space")
+    if disk > WARN_DISK:
+        log.warning("%s will write about %s for %d videos under %s (%s free)", what, gib(disk),
+                    n_videos, folder, gib(free_disk))
 
 
 def view_current(folder: Path, sources: dict[str, str]) -> bool:

@@ -28,7 +28,7 @@ __all__ = ["RowSource", "as_row_source", "stratified_holdout", "stratified_folds
            "encode_labels", "TrainResult", "train_early_stopping", "resolve_device", "torch_dtype",
            "TorchClassifierBase", "TorchRowHead", "RowData", "SampleData", "pad_samples",
            "ArrayHeadBase", "in_training_basis", "select_by_cv", "two_columns", "write_json",
-           "read_json", "PARAMS_FILE", "saved_intact", "check_finite", "REFIT"]
+           "read_json", "PARAMS_FILE", "saved_intact", "check_finite", "REFIT", "Progress"]
 
 PARAMS_FILE = "params.json"   # every saved head/classifier: its class, parameters, fitted metadata
 STATE_FILE = "state.pt"        # torch state dict (torch.load(..., weights_only=True))
@@ -198,6 +198,7 @@ def train_early_stopping(module: nn.Module, epoch_losses: Callable[[int], Iterab
     params = [p for p in module.parameters() if p.requires_grad]
     opt = make_optimizer(params, lr=lr, weight_decay=weight_decay)
     best_val, best_epoch, best_state, history = float("inf"), 0, None, []
+    progress = Progress(max_epochs, "epochs")
     for epoch in range(1, max_epochs + 1):
         module.train()
         total, count = 0.0, 0
@@ -212,6 +213,8 @@ def train_early_stopping(module: nn.Module, epoch_losses: Callable[[int], Iterab
             with torch.no_grad():
                 val = float(validate())
         history.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val})
+        progress.step(f"loss {history[-1]['train_loss']:.4f}"
+                      + (f", validation loss {val:.4f}" if validate is not None else ""))
         if validate is None:
             best_epoch, best_val = epoch, val
             continue
@@ -220,10 +223,42 @@ def train_early_stopping(module: nn.Module, epoch_losses: Callable[[int], Iterab
             best_state = copy.deepcopy(module.state_dict())
         elif epoch - best_epoch >= patience:
             break
+    progress.close(f"best epoch {best_epoch}")
     if best_state is not None:
         module.load_state_dict(best_state)
     module.eval()
     return TrainResult(best_epoch, best_val, history)
+
+
+class Progress:
+    """Progress of a long loop: a tqdm bar on a terminal; otherwise a log line every `every`
+    seconds (and at the end), so that a log file shows the run is alive."""
+
+    def __init__(self, total: int, unit: str, *, every: float = 10.0, logger=None):
+        import sys
+        import time
+        from tqdm import tqdm
+        self.log, self.unit, self.total, self.every = logger or log, unit, total, every
+        self.n, self.start, self.last, self.time = 0, time.monotonic(), time.monotonic(), time.monotonic
+        self.bar = (tqdm(total=total, unit=unit.rstrip("s"), leave=False)
+                    if sys.stderr.isatty() else None)
+
+    def step(self, note: str = "") -> None:
+        self.n += 1
+        if self.bar is not None:
+            self.bar.set_postfix_str(note, refresh=False)
+            self.bar.update(1)
+        elif self.time() - self.last >= self.every:
+            self.last = self.time()
+            self.log.info("%d/%d %s: %s (%.0f s)", self.n, self.total, self.unit, note,
+                          self.last - self.start)
+
+    def close(self, note: str = "") -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.time() - self.start >= self.every:
+            self.log.info("%d %s in %.0f s%s", self.n, self.unit, self.time() - self.start,
+                          f"; {note}" if note else "")
 
 
 def resolve_device(device: str) -> torch.device:
