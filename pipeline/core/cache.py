@@ -407,11 +407,12 @@ def bytes_intact(path: str | os.PathLike, recorded: dict[str, str],
         return False
 
 
-def inspect_item(path: Path, required: Callable[[h5py.File], bool], source: str | None
-             ) -> tuple[bool, str | None]:
+def inspect_item(path: Path, required: Callable[[h5py.File], bool], source: str | None,
+                 checksum: str | None = None) -> tuple[bool, str | None]:
     """(valid, its warning attribute or None) of an item file; see h5_valid. A file that exists
     and is complete but damaged (unreadable, or data not matching its checksum) is logged once,
-    naming it."""
+    naming it. `checksum`: the file's checksum as its stage's manifest recorded it; when the
+    bytes still match it (one fast pass) the data need not be read to be checked."""
     if not path.is_file():
         return False, None
     try:
@@ -419,7 +420,8 @@ def inspect_item(path: Path, required: Callable[[h5py.File], bool], source: str 
             complete = bool(f.attrs.get("complete", False))
             ok = (complete and required(f)
                   and (source is None or f.attrs.get("source") == source))
-            problem = data_problem(f) if ok else None
+            same = ok and checksum is not None and file_checksum(path) == checksum
+            problem = data_problem(f) if ok and not same else None
             if problem is not None and "checksum" in problem:
                 warn_damaged(path, problem, REDO)
             warning = f.attrs.get("warning")
@@ -539,7 +541,20 @@ def up_to_date(folder: Path, sources: dict[str, str], *, strict: bool = False) -
                for i, src in sources.items())
 
 
+def recorded_checksums(folder: Path) -> dict[str, str]:
+    """relative path -> checksum of the files the folder's manifest records ({} without one)."""
+    return (read_manifest(folder) or {}).get("checksums") or {}
+
+
+def item_checksum(recorded: dict[str, str], folder: Path, item_id: str) -> str | None:
+    return recorded.get(item_path(folder, item_id).relative_to(folder).as_posix())
+
+
 def done_ids(folder: Path, sources: dict[str, str],
              required: Callable[[h5py.File], bool] = lambda f: True) -> list[str]:
-    """The ids (in the order of `sources`) whose item file in `folder` is valid for its source."""
-    return [i for i, src in sources.items() if h5_valid(item_path(folder, i), required, src)]
+    """The ids (in the order of `sources`) whose item file in `folder` is valid for its source
+    (its bytes checked against the manifest's checksum, else its data against its seal)."""
+    recorded = recorded_checksums(folder)
+    return [i for i, src in sources.items()
+            if inspect_item(item_path(folder, i), required, src,
+                            item_checksum(recorded, folder, i))[0]]

@@ -13,7 +13,8 @@ from typing import Callable, Iterable
 import h5py
 
 from pipeline.core.cache import (MANIFEST, StageResult, damaged_files, digest, file_checksums,
-                                 inspect_item, item_path, read_manifest, recorded_files,
+                                 inspect_item, item_checksum, item_path, read_manifest,
+                                 recorded_checksums, recorded_files,
                             library_versions, shard_ids, sweep_temporary, write_json)
 from pipeline.core.parallel import Job, run_job, strict_frames
 
@@ -41,9 +42,12 @@ def run_items(folder: Path, ids: list[str], job: Job, *, manifest: dict, sources
     """
     start, strict = time.time(), strict_frames(job)
 
+    recorded = recorded_checksums(folder)   # a file whose bytes match needs no data read
+
     def status(i: str) -> tuple[bool, str | None]:
         """(valid, warning) of item i; with strict_frames a warned item is not valid."""
-        ok, warning = inspect_item(item_path(folder, i), required, sources[i])
+        ok, warning = inspect_item(item_path(folder, i), required, sources[i],
+                                   item_checksum(recorded, folder, i))
         return ok and not (strict and warning), warning
 
     mine = shard_ids(ids, shard)
