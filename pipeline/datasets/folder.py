@@ -209,7 +209,9 @@ class FolderDataset(Dataset):
         splits: dict[str, dict[str, str]] = {}
         first: dict[str, int] = {}
         for index, (number, text) in enumerate(read_lines(self.split_csv, problems,
-                                                          dataset=self.name)):
+                                                          dataset=self.name, restore=(
+                "write one line per video (see LAYOUTS.md, folder), or delete the file to use "
+                "the folds of dataset_options={'folds': k}"))):
             where = at(self.split_csv, number)
             try:
                 fields = [f.strip() for f in next(csv.reader([text]))]

@@ -8,14 +8,14 @@ heads see each split through exact low-dimensional coordinates derived from it
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 
 import h5py
 
-from pipeline.core.cache import (StageError, digest, stage_dir, stage_key, sweep_temporary, write_json)
+from pipeline.core.cache import (StageError, digest, json_intact, read_json, stage_dir, stage_key,
+                                 sweep_temporary, write_json)
 from pipeline.pooling.settings import DescriptorConfig
 from pipeline.learn.settings import EvaluateConfig
 from pipeline.extract.settings import ExtractConfig
@@ -56,9 +56,10 @@ def evaluate(ecfg: ExtractConfig, dcfg: DescriptorConfig, cfg: EvaluateConfig,
     key = stage_key(STAGE, STAGE_VERSION, params, upstream=[upstream.name])
     folder = stage_dir(ecfg.cache_root, STAGE, dataset.identity, f"{cfg.head}-{upstream.name}", key)
     method = method_name(ecfg, dcfg, cfg)
-    if (folder / "results.json").is_file():     # named as this run names it (name= is no key)
+    if json_intact(folder / "results.json") and all(     # split files checked too
+            json_intact(folder / "splits" / f"{name}.json") for name in splits):
         log.info("evaluation already complete (no stage-1, stage-2 or training work): %s", folder)
-        return folder, {**json.loads((folder / "results.json").read_text()), "method": method}
+        return folder, {**read_json(folder / "results.json"), "method": method}
     log.info("evaluating %s on %s: descriptors read from the cache, no stage-1 or stage-2 work "
              "(%s)", method, dataset.identity, upstream)
     sweep_temporary(folder)                       # what killed runs left (never a live one's)
@@ -70,7 +71,7 @@ def evaluate(ecfg: ExtractConfig, dcfg: DescriptorConfig, cfg: EvaluateConfig,
                                     "evaluate": str(folder)})
     for name, split in splits.items():
         path = folder / "splits" / f"{name}.json"
-        if not path.is_file():
+        if not json_intact(path):
             if gram is None:
                 ids_k, K, attrs_k = load_gram(upstream)
                 if ids_k != ids or attrs_k["sources"] != attrs["sources"]:
@@ -81,6 +82,6 @@ def evaluate(ecfg: ExtractConfig, dcfg: DescriptorConfig, cfg: EvaluateConfig,
                                  classes=dataset.classes, idt=idt)
             result["wall_time"] = time.perf_counter() - start
             write_json(path, result)              # the split's file first, then its one record
-        recorder.record(name, json.loads(path.read_text()))
+        recorder.record(name, read_json(path))
     return folder, recorder.finish(folder, "results", descriptors=str(upstream),
                                    features=str(inp.folder))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import logging
 import os
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.learn.attention import load_attention
-from pipeline.core.cache import (StageError, atomic_path, read_manifest)
+from pipeline.core.cache import CorruptFileError, StageError, atomic_path, read_manifest
 from pipeline.pooling.settings import DescriptorConfig
 from pipeline.learn.settings import EvaluateConfig, TrainConfig
 from pipeline.extract.settings import ExtractConfig
@@ -24,6 +23,8 @@ from pipeline.pooling.descriptors import FeatureInput
 from pipeline.extract.features import extract_features
 from pipeline.pooling.sketched import compute_sketched, load_sketched, sketched_ids
 from pipeline.learn.heads import PARAMS_FILE, load_head
+from pipeline.learn.heads.base import REFIT
+from pipeline.learn.heads.base import read_json as read_model_json
 from pipeline.pooling.packing import unit_rows
 from pipeline.learn.train import (CONFIG_FILE, cell_inputs, head_folder, head_tag, learned_rows,
                             samples)
@@ -55,6 +56,10 @@ class VideoSet(Dataset):
             absent = [str(p) for p in paths if not p.is_file()]
             if absent:
                 raise ValueError(f"videos=: not a folder or a file: {', '.join(absent)}")
+            other = [str(p) for p in paths if not is_video(p.name)]
+            if other:
+                raise ValueError(f"videos=: not a video file (by its extension): "
+                                 f"{', '.join(other)}; give video files or a folder of them")
             files = paths
             base = Path(os.path.commonpath([p.resolve().parent for p in files]))
             ids = [p.name for p in files]
@@ -105,6 +110,17 @@ def trained_head(folder: Path, vcfg: EvaluateConfig):
                      f"(the softmax layer trained with the pooling)")
 
 
+def warn_conflicts(ecfg: ExtractConfig, recorded: dict) -> None:
+    """Warn when this run sets dataset= or backbone= (away from the default) to other values
+    than the model was trained with: predict always uses the model's own."""
+    default = ExtractConfig()
+    for key in ("dataset", "backbone", "weights", "layer"):
+        given, used = getattr(ecfg, key), recorded.get(key)
+        if given != getattr(default, key) and used is not None and given != used:
+            log.warning("%s=%s is ignored: predict uses the model's own %s=%s (from its "
+                        "config.json)", key, given, key, used)
+
+
 def _rebuild(cls, recorded: dict, **override):
     """A config dataclass from its JSON record (unknown fields ignored) with `override`."""
     names = {f.name for f in dataclasses.fields(cls)}
@@ -124,7 +140,12 @@ def predict(ecfg: ExtractConfig, tcfg: TrainConfig, vcfg: EvaluateConfig
         raise ValueError("predict needs model=<trained model folder> and videos=<folder or files>")
     folder = model_folder(tcfg.model)
     head = trained_head(folder, vcfg)                 # before any work: it may be missing
-    info = json.loads((folder / CONFIG_FILE).read_text())
+    info = read_model_json(folder / CONFIG_FILE)      # checksum verified; names the file
+    missing = [k for k in ("extract", "descriptors", "train", "classes", "parts", "groups",
+                           "method", "split") if k not in info]
+    if missing:
+        raise CorruptFileError(folder / CONFIG_FILE, f"lacks {', '.join(missing)}", REFIT)
+    warn_conflicts(ecfg, info["extract"])
     e = _rebuild(ExtractConfig, info["extract"], shard="1/1",
                  **{k: getattr(ecfg, k) for k in RUNTIME})
     d = _rebuild(DescriptorConfig, info["descriptors"])
@@ -158,6 +179,13 @@ def predict(ecfg: ExtractConfig, tcfg: TrainConfig, vcfg: EvaluateConfig
     scores = head.decision_function(x)
     probs = head.predict_proba(x) if hasattr(head, "predict_proba") else None
     classes = info["classes"]
+    if len(head.classes_) and int(np.max(head.classes_)) >= len(classes):
+        raise CorruptFileError(folder / CONFIG_FILE, f"lists {len(classes)} classes; the model "
+                               f"scores class indices up to {int(np.max(head.classes_))}", REFIT)
+    if not np.isfinite(scores).all():
+        raise StageError(f"the model in {folder} gave NaN or Inf scores for "
+                         f"{int((~np.isfinite(scores).all(1)).sum())} videos; refusing to write "
+                         f"them: retrain it (`make train`)")
     k = min(tcfg.top_k, scores.shape[1])
     rows = []
     for n, (item_id, s) in enumerate(zip(ids, scores)):

@@ -14,8 +14,9 @@ import h5py
 import numpy as np
 
 from pipeline.learn.attention import get_attention, hot, load_attention
-from pipeline.core.cache import (StageError, atomic_path, digest, item_path, stage_dir,
-                            stage_key, stage_lock, sweep_temporary, write_json)
+from pipeline.core.cache import (StageError, atomic_path, bytes_intact, digest, file_checksum,
+                                 item_path, json_intact, read_json, seal, sealed_intact, stage_dir,
+                                 stage_key, stage_lock, sweep_temporary, write_json)
 from pipeline.pooling.settings import DescriptorConfig
 from pipeline.learn.settings import EvaluateConfig, TrainConfig, TrainSettings
 from pipeline.extract.settings import ExtractConfig
@@ -25,7 +26,7 @@ from pipeline.pooling.descriptors import find_features, read_parts
 from pipeline.learn.naming import method_name
 from pipeline.learn.scoring import Gram, gram_matrix, label_matrix, ledger_of, score_split, summarise
 from pipeline.results.recorder import SplitRecorder
-from pipeline.learn.heads import PARAMS_FILE
+from pipeline.learn.heads.base import saved_intact
 from pipeline.pooling.sketched import compute_sketched, load_sketched, sketched_ids
 
 log = logging.getLogger(__name__)
@@ -334,6 +335,8 @@ def write_weights(path: Path, *, ids: list[str], group_names: list[str], windows
                        meaning="groups: the group weight w_g of each window; ap: bottom-up "
                                "saliency X b per rank; pyramid: rows of A; self: attention each "
                                "position receives per head; learned_query: softmax per query")
+        f.close()
+        seal(tmp, finite=False)                       # the checksum of its data (NaN: absent)
 
 
 def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
@@ -376,9 +379,11 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
     row_key = key if tag == "linear" else stage_key(STAGE, STAGE_VERSION, {
         **params, "head": key_params(vcfg)}, upstream=[upstream.name])
     stem = results_stem(tag)
-    if (folder / f"{stem}.json").is_file():    # named as this run names it (name= is no key)
+    if json_intact(folder / f"{stem}.json") and all(    # models checked: a damaged one is refit
+            split_intact(folder / n, tag, dataset.metric)
+            for n in splits_done(folder / f"{stem}.json")):
         log.info("training already complete (no stage-1, sketching or training work): %s", folder)
-        return folder, {**json.loads((folder / f"{stem}.json").read_text()), "method": method}
+        return folder, {**read_json(folder / f"{stem}.json"), "method": method}
     log.info("training %s on %s: stage 1 read from the cache, no forward pass (%s); sketched "
              "windows from %s", method, dataset.identity, inp.folder, upstream)
     videos, group_names = load_sketched(upstream, ids)
@@ -397,7 +402,7 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
         sweep_temporary(folder)                       # what killed runs left (never a live one's)
         for name, split in splits.items():
             out = folder / name
-            if not (out / RESULT_FILE).is_file():
+            if not split_intact(out):          # result, model, config and weights checked
                 model_config = {**config, "classes": list(dataset.classes), "parts": inp.parts,
                                 "levels": levels, "maps": maps,
                                 "groups": inp.groups, "split": name, "method": method,
@@ -407,19 +412,40 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
                               split=split, ids=ids, videos=videos, y=y, group_names=group_names,
                               method=method, metric=dataset.metric, classes=dataset.classes,
                               model_config=model_config)
+                if tag != "linear":               # the head before result.json, which marks
+                    write_json(out / "heads" / f"{tag}.json", score_head(  # the split done
+                        out, vcfg, tcfg.attention, tag=tag, split=split, ids=ids,
+                        videos=videos, y=y, metric=dataset.metric, classes=dataset.classes,
+                        levels=levels))
                 write_json(out / RESULT_FILE, r)  # the split's file first, then its one record
             path = out / RESULT_FILE if tag == "linear" else out / "heads" / f"{tag}.json"
             saved = tag == "linear" or dataset.metric == "map" or \
-                (head_folder(out, tag) / PARAMS_FILE).is_file()
-            if not path.is_file() or not saved:   # (heads scored before they were saved too)
+                saved_intact(head_folder(out, tag))
+            if not json_intact(path) or not saved:  # (heads scored before they were saved too)
                 log.info("%s: %s on the learned representation of the trained model (%s)",
                          name, vcfg.head, out)
                 write_json(path, score_head(out, vcfg, tcfg.attention, tag=tag, split=split,
                                             ids=ids, videos=videos, y=y, metric=dataset.metric,
                                             classes=dataset.classes, levels=levels))
-            recorder.record(name, json.loads(path.read_text()), f" (model in {out})")
+            recorder.record(name, read_json(path), f" (model in {out})")
         return folder, recorder.finish(folder, stem, head=tag, **cache,
                                        models={n: str(folder / n) for n in recorder.per_split})
+
+
+def split_intact(out: Path, tag: str = "linear", metric: str = "") -> bool:
+    """A trained split is done when its result, model, config and weights (and the head `tag`
+    with its scores) all match their checksums; a damaged file is logged, naming it, and is
+    computed again."""
+    return (json_intact(out / RESULT_FILE) and saved_intact(out)
+            and json_intact(out / CONFIG_FILE) and sealed_intact(out / WEIGHTS_FILE)
+            and bytes_intact(out / WEIGHTS_FILE, read_json(out / RESULT_FILE).get("files", {}))
+            and (tag == "linear" or (json_intact(out / "heads" / f"{tag}.json") and (
+                metric == "map" or saved_intact(head_folder(out, tag))))))
+
+
+def splits_done(results: Path) -> list[str]:
+    """The split folders a training folder's results file names (its "models")."""
+    return [Path(m).name for m in read_json(results).get("models", {}).values()]
 
 
 def fit_split(out: Path, *, clf, tcfg: TrainConfig, split: dict[str, str], ids: list[str],
@@ -453,6 +479,7 @@ def fit_split(out: Path, *, clf, tcfg: TrainConfig, split: dict[str, str], ids: 
     write_weights(out / WEIGHTS_FILE, ids=ids, group_names=group_names, windows=windows,
                   videos=videos, attention=tcfg.attention, method=method, cells=cells)
     return {**result, "n_train": len(train_pos), "n_test": len(test_pos),
+            "files": {WEIGHTS_FILE: file_checksum(out / WEIGHTS_FILE)},  # every byte, checked
             "missing_train": missing[TRAIN], "missing_test": missing[TEST],
             "chosen": dict(clf.chosen_params_), "wall_time": time.perf_counter() - start}
 

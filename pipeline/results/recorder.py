@@ -3,14 +3,13 @@ record, added once, and the run's summary (scores with their mean, results.md an
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.core.cache import atomic_path, library_versions, write_json
+from pipeline.core.cache import atomic_path, library_versions, read_json, write_json
 from pipeline.results.ledger import Ledger
 from pipeline.results.tables import paper_table
 
@@ -69,4 +68,4 @@ class SplitRecorder:
                               for n, r in self.per_split.items()},
                    "config": self.config, "config_key": self.config_key, **extra}
         write_json(folder / f"{stem}.json", results)
-        return json.loads((folder / f"{stem}.json").read_text())
+        return read_json(folder / f"{stem}.json")

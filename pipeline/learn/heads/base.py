@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -18,7 +19,8 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from pipeline.core.cache import atomic_path
+from pipeline.core.cache import CorruptFileError, atomic_path, file_checksum, verify_file, with_checksum
+from pipeline.core.cache import read_json as read_checked_json
 from pipeline.core.devices import resolve_device, torch_dtype
 
 log = logging.getLogger(__name__)
@@ -27,7 +29,7 @@ __all__ = ["RowSource", "as_row_source", "stratified_holdout", "stratified_folds
            "encode_labels", "TrainResult", "train_early_stopping",
            "TorchClassifierBase", "TorchRowHead", "RowData", "SampleData", "pad_samples",
            "ArrayHeadBase", "in_training_basis", "select_by_cv", "two_columns", "write_json",
-           "read_json", "PARAMS_FILE"]
+           "read_json", "PARAMS_FILE", "saved_intact", "check_finite", "REFIT", "Progress"]
 
 PARAMS_FILE = "params.json"   # every saved head/classifier: its class, parameters, fitted metadata
 STATE_FILE = "state.pt"        # torch state dict (torch.load(..., weights_only=True))
@@ -197,6 +199,7 @@ def train_early_stopping(module: nn.Module, epoch_losses: Callable[[int], Iterab
     params = [p for p in module.parameters() if p.requires_grad]
     opt = make_optimizer(params, lr=lr, weight_decay=weight_decay)
     best_val, best_epoch, best_state, history = float("inf"), 0, None, []
+    progress = Progress(max_epochs, "epochs")
     for epoch in range(1, max_epochs + 1):
         module.train()
         total, count = 0.0, 0
@@ -211,6 +214,8 @@ def train_early_stopping(module: nn.Module, epoch_losses: Callable[[int], Iterab
             with torch.no_grad():
                 val = float(validate())
         history.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val})
+        progress.step(f"loss {history[-1]['train_loss']:.4f}"
+                      + (f", validation loss {val:.4f}" if validate is not None else ""))
         if validate is None:
             best_epoch, best_val = epoch, val
             continue
@@ -219,10 +224,42 @@ def train_early_stopping(module: nn.Module, epoch_losses: Callable[[int], Iterab
             best_state = copy.deepcopy(module.state_dict())
         elif epoch - best_epoch >= patience:
             break
+    progress.close(f"best epoch {best_epoch}")
     if best_state is not None:
         module.load_state_dict(best_state)
     module.eval()
     return TrainResult(best_epoch, best_val, history)
+
+
+class Progress:
+    """Progress of a long loop: a tqdm bar on a terminal; otherwise a log line every `every`
+    seconds (and at the end), so that a log file shows the run is alive."""
+
+    def __init__(self, total: int, unit: str, *, every: float = 10.0, logger=None):
+        import sys
+        import time
+        from tqdm import tqdm
+        self.log, self.unit, self.total, self.every = logger or log, unit, total, every
+        self.n, self.start, self.last, self.time = 0, time.monotonic(), time.monotonic(), time.monotonic
+        self.bar = (tqdm(total=total, unit=unit.rstrip("s"), leave=False)
+                    if sys.stderr.isatty() else None)
+
+    def step(self, note: str = "") -> None:
+        self.n += 1
+        if self.bar is not None:
+            self.bar.set_postfix_str(note, refresh=False)
+            self.bar.update(1)
+        elif self.time() - self.last >= self.every:
+            self.last = self.time()
+            self.log.info("%d/%d %s: %s (%.0f s)", self.n, self.total, self.unit, note,
+                          self.last - self.start)
+
+    def close(self, note: str = "") -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.time() - self.start >= self.every:
+            self.log.info("%d %s in %.0f s%s", self.n, self.unit, self.time() - self.start,
+                          f"; {note}" if note else "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,13 +278,79 @@ def _jsonable(x: Any) -> Any:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    """obj as JSON (numpy values converted) at path, written atomically (cache.atomic_path)."""
+    """obj as JSON (numpy values converted) at path, written atomically (cache.atomic_path),
+    with the checksum of its content (cache.write_json) that read_json verifies."""
+    data = with_checksum(obj, prepare=_jsonable)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_jsonable(obj), indent=1, sort_keys=True))
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+
+
+REFIT = ("delete its folder and rerun the command that fitted it (`make train` or `make "
+         "evaluate` with the same settings) to fit it again")
 
 
 def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+    """A saved head's or model's JSON (params.json, config.json), its checksum verified;
+    CorruptFileError naming the file when it is damaged or not JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorruptFileError(path, "is missing", REFIT)
+    data = read_checked_json(path, REFIT)
+    if not isinstance(data, dict):
+        raise CorruptFileError(path, f"holds a JSON {type(data).__name__}, not an object", REFIT)
+    return data
+
+
+def _info(path: Path, cls: type, binary: str) -> dict:
+    """The verified params.json of a head saved in folder `path` for class `cls`, after checking
+    `binary` (its arrays or state dict) against the checksum params.json recorded for it."""
+    info = read_json(path / PARAMS_FILE)
+    missing = [k for k in ("class", "params", "classes", "classes_dtype", "chosen_params", "meta")
+               if k not in info]
+    if missing:
+        raise CorruptFileError(path / PARAMS_FILE, f"lacks {', '.join(missing)}", REFIT)
+    if info["class"] != cls.__name__:
+        raise ValueError(f"{path} holds a {info['class']}, not a {cls.__name__}")
+    if not (path / binary).is_file():
+        raise CorruptFileError(path / binary, "is missing", REFIT)
+    verify_file(path / binary, info.get("files", {}).get(binary), REFIT)
+    return info
+
+
+def saved_intact(path: Path) -> bool:
+    """Whether folder `path` holds a saved head or model whose params.json and arrays.npz or
+    state.pt match their checksums (no model is built); a damaged one is logged, naming the
+    file, and counts as absent so that the stage fits it again."""
+    from pipeline.core.cache import warn_damaged
+    path = Path(path)
+    if not (path / PARAMS_FILE).is_file():
+        return False
+    try:
+        info = read_json(path / PARAMS_FILE)
+        binary = STATE_FILE if (path / STATE_FILE).is_file() or STATE_FILE in info.get(
+            "files", {}) else ARRAYS_FILE
+        if not (path / binary).is_file():
+            raise CorruptFileError(path / binary, "is missing", REFIT)
+        verify_file(path / binary, info.get("files", {}).get(binary), REFIT)
+        return True
+    except CorruptFileError as exc:
+        warn_damaged(exc.path, str(exc).split(": ", 1)[-1].split("; ")[0], "it is fitted again")
+        return False
+
+
+def check_finite(path: Path, name: str, values) -> None:
+    """Refuse a loaded array or tensor holding NaN or Inf, naming the file and the array."""
+    values = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    if values.dtype.kind in "fc" and not np.isfinite(values).all():
+        bad = int(values.size - np.isfinite(values).sum())
+        raise CorruptFileError(path, f"{name} holds {bad} NaN or Inf values (refused)", REFIT)
+
+
+def check_classes(path: Path, classes: np.ndarray, rows: int, what: str) -> None:
+    """The saved class list must match the fitted arrays' rows (a shortened list is refused)."""
+    if len(classes) != rows:
+        raise CorruptFileError(path / PARAMS_FILE, f"lists {len(classes)} classes for {rows} "
+                               f"rows of {what}", REFIT)
 
 
 def _restore_params(params: dict) -> dict:
@@ -412,20 +515,31 @@ class TorchClassifierBase(ClassifierMixin, BaseEstimator):
         path.mkdir(parents=True, exist_ok=True)
         with atomic_path(path / STATE_FILE) as tmp:
             torch.save({k: v.detach().cpu() for k, v in self.module_.state_dict().items()}, tmp)
-        write_json(path / PARAMS_FILE, {
+        write_json(path / PARAMS_FILE, {            # last: it holds state.pt's checksum
             "class": type(self).__name__, "params": self.get_params(deep=False),
             "classes": self.classes_, "classes_dtype": self.classes_.dtype.str,
             "chosen_params": self.chosen_params_, "meta": self._meta(),
-            "history": self.history_})
+            "history": self.history_, "files": {STATE_FILE: file_checksum(path / STATE_FILE)}})
         return path
 
     @classmethod
     def load(cls, path) -> "TorchClassifierBase":
-        """The classifier saved by save(path); state read with torch.load(weights_only=True)."""
+        """The classifier saved by save(path); state read with torch.load(weights_only=True).
+        Every file is checked against its checksum and the state for NaN/Inf; a damaged,
+        foreign or non-finite file raises CorruptFileError naming it."""
         path = Path(path)
-        info = read_json(path / PARAMS_FILE)
-        if info["class"] != cls.__name__:
-            raise ValueError(f"{path} holds a {info['class']}, not a {cls.__name__}")
+        info = _info(path, cls, STATE_FILE)
+        try:
+            state = torch.load(path / STATE_FILE, weights_only=True, map_location="cpu")
+        except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a foreign file
+            why = ("holds objects other than tensors (refused: unpickling them could run code)"
+                   if "weights_only" in str(exc) or "Unpickl" in type(exc).__name__
+                   else f"is not a torch state dict ({type(exc).__name__})")
+            raise CorruptFileError(path / STATE_FILE, why, REFIT) from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CorruptFileError(path / STATE_FILE, "is not a state dict of tensors", REFIT)
+        for name, value in state.items():
+            check_finite(path / STATE_FILE, name, value)
         self = cls(**_restore_params(info["params"]))
         self.classes_ = np.asarray(info["classes"], dtype=np.dtype(info["classes_dtype"]))
         self.chosen_params_ = info["chosen_params"]
@@ -434,8 +548,11 @@ class TorchClassifierBase(ClassifierMixin, BaseEstimator):
         self.device_ = resolve_device(self.device)
         module = self._build_module(len(self.classes_)).to(self.device_,
                                                            torch_dtype(self.dtype))
-        state = torch.load(path / STATE_FILE, weights_only=True, map_location=self.device_)
-        module.load_state_dict(state)
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as exc:
+            raise CorruptFileError(path / STATE_FILE, "does not fit the model params.json "
+                                   f"describes ({str(exc).splitlines()[0]})", REFIT) from None
         self.module_ = module.eval()
         return self
 
@@ -652,24 +769,33 @@ class ArrayHeadBase(ClassifierMixin, BaseEstimator):
         path.mkdir(parents=True, exist_ok=True)
         with atomic_path(path / ARRAYS_FILE) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **{name: getattr(self, name) for name in self._ARRAYS})
-        write_json(path / PARAMS_FILE, {
+        write_json(path / PARAMS_FILE, {            # last: it holds arrays.npz's checksum
             "class": type(self).__name__, "params": self.get_params(deep=False),
             "classes": self.classes_, "classes_dtype": self.classes_.dtype.str,
-            "chosen_params": self.chosen_params_, "meta": self._meta()})
+            "chosen_params": self.chosen_params_, "meta": self._meta(),
+            "files": {ARRAYS_FILE: file_checksum(path / ARRAYS_FILE)}})
         return path
 
     @classmethod
     def load(cls, path) -> "ArrayHeadBase":
+        """The head saved by save(path). Every file is checked against its checksum and the
+        arrays for NaN/Inf and for one row per class; a damaged, foreign or non-finite file
+        raises CorruptFileError naming it."""
         path = Path(path)
-        info = read_json(path / PARAMS_FILE)
-        if info["class"] != cls.__name__:
-            raise ValueError(f"{path} holds a {info['class']}, not a {cls.__name__}")
+        info = _info(path, cls, ARRAYS_FILE)
         self = cls(**_restore_params(info["params"]))
         self.classes_ = np.asarray(info["classes"], dtype=np.dtype(info["classes_dtype"]))
         self.chosen_params_ = info["chosen_params"]
-        with np.load(path / ARRAYS_FILE, allow_pickle=False) as arrays:
-            for name in self._ARRAYS:
-                setattr(self, name, arrays[name])
+        try:
+            with np.load(path / ARRAYS_FILE, allow_pickle=False) as arrays:
+                for name in self._ARRAYS:
+                    setattr(self, name, arrays[name])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise CorruptFileError(path / ARRAYS_FILE, f"is not the head's arrays "
+                                   f"({type(exc).__name__}: {exc})", REFIT) from None
+        for name in self._ARRAYS:
+            check_finite(path / ARRAYS_FILE, name, getattr(self, name))
+        check_classes(path, self.classes_, len(getattr(self, self._ARRAYS[-1])), self._ARRAYS[-1])
         self._set_meta(info["meta"])
         return self
 
