@@ -585,7 +585,7 @@ def fitted_svm(tmp_path: Path) -> Path:
 
 def test_a_saved_head_with_nan_garbage_or_a_changed_file_is_refused_naming_the_file(tmp_path):
     from pipeline.learn.heads import load_head
-    from pipeline.learn.heads.base import ARRAYS_FILE, PARAMS_FILE
+    from pipeline.learn.persistence import ARRAYS_FILE, PARAMS_FILE
     folder = fitted_svm(tmp_path)
     head = load_head(folder)
     head.coef_[0, 0] = np.nan                      # a head saved with NaN coefficients
@@ -616,7 +616,7 @@ def test_a_saved_head_with_nan_garbage_or_a_changed_file_is_refused_naming_the_f
 def test_a_pickled_state_dict_is_refused_without_unsafe_advice(tmp_path):
     import torch
     from pipeline.learn.heads import LinearHead, load_head
-    from pipeline.learn.heads.base import PARAMS_FILE, STATE_FILE
+    from pipeline.learn.persistence import PARAMS_FILE, STATE_FILE
     rng = np.random.default_rng(0)
     folder = LinearHead(max_epochs=2, device="cpu").fit(
         rng.normal(size=(30, 6)).astype(np.float32), np.repeat([0, 1, 2], 10)).save(tmp_path / "h")
@@ -700,19 +700,20 @@ def test_descriptors_refuse_what_cannot_fit_and_estimate_before_work(tmp_path, c
 
 def test_training_reports_progress_in_logs(caplog):
     import torch
-    from pipeline.learn.heads.base import train_early_stopping
+    from pipeline.learn.training import train_early_stopping
     module = torch.nn.Linear(3, 2)
     x, y = torch.randn(8, 3), torch.tensor([0, 1] * 4)
     loss = lambda epoch: [torch.nn.functional.cross_entropy(module(x), y)]  # noqa: E731
-    import pipeline.learn.heads.base as base
-    caplog.set_level("INFO", logger=base.log.name)
-    original = base.Progress.__init__
+    import pipeline.learn.training as training
+    from pipeline.core.progress import Progress
+    caplog.set_level("INFO", logger=training.log.name)
+    original = Progress.__init__
     try:
-        base.Progress.__init__ = lambda self, *a, **k: original(self, *a, **{**k, "every": 0.0})
+        Progress.__init__ = lambda self, *a, **k: original(self, *a, **{**k, "every": 0.0})
         train_early_stopping(module, loss, lambda: 1.0, lr=0.1, weight_decay=0.0, max_epochs=3,
                              patience=5)
     finally:
-        base.Progress.__init__ = original
+        Progress.__init__ = original
     assert "1/3 epochs: loss" in caplog.text and "validation loss 1.0000" in caplog.text
 
 

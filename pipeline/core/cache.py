@@ -69,6 +69,8 @@ def canonical(obj: Any) -> Any:
         return [canonical(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
+    if isinstance(obj, np.ndarray):
+        return canonical(obj.tolist())
     if isinstance(obj, np.generic):
         return obj.item()
     return obj

@@ -29,7 +29,7 @@ def fit_gmm(gmm: GaussianMixture, x: np.ndarray, kind: str) -> GaussianMixture:
     """gmm.fit(x) one EM iteration at a time (warm start: the same iterations and result as one
     fit), reporting each iteration's log-likelihood bound: a bar on a terminal, else a log
     line every 10 s (fitting 256 Gaussians on 150 videos takes minutes per descriptor type)."""
-    from pipeline.learn.heads.base import Progress
+    from pipeline.core.progress import Progress
     max_iter, tol = gmm.max_iter, gmm.tol
     gmm.set_params(max_iter=1, warm_start=True)
     progress, bound = Progress(max_iter, f"EM iterations ({kind})", logger=log), -np.inf

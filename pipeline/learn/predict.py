@@ -23,8 +23,8 @@ from pipeline.pooling.descriptors import FeatureInput
 from pipeline.extract.features import extract_features
 from pipeline.pooling.sketched import compute_sketched, load_sketched, sketched_ids
 from pipeline.learn.heads import PARAMS_FILE, load_head
-from pipeline.learn.heads.base import REFIT
-from pipeline.learn.heads.base import read_json as read_model_json
+from pipeline.learn.persistence import REFIT
+from pipeline.learn.persistence import read_json as read_model_json
 from pipeline.pooling.packing import unit_rows
 from pipeline.learn.train import (CONFIG_FILE, cell_inputs, head_folder, head_tag, learned_rows,
                             samples)

@@ -26,7 +26,7 @@ from pipeline.pooling.descriptors import find_features, read_parts
 from pipeline.learn.naming import method_name
 from pipeline.learn.scoring import Gram, gram_matrix, label_matrix, ledger_of, score_split, summarise
 from pipeline.results.recorder import SplitRecorder
-from pipeline.learn.heads.base import saved_intact
+from pipeline.learn.persistence import saved_intact
 from pipeline.pooling.sketched import compute_sketched, load_sketched, sketched_ids
 
 log = logging.getLogger(__name__)

@@ -103,7 +103,7 @@ def _one(records: list[dict], field: str) -> str:
     values = sorted({str(r[field]) for r in records})
     if len(values) != 1:
         raise ValueError(f"one table needs records of one {field}, got {values}; filter them first "
-                         f"(Ledger.records({field}=...)) or use paper_tables")
+                         f"(Ledger.records({field}=...)): one table per {field}")
     return values[0]
 
 
@@ -274,11 +274,3 @@ def paper_table(records: list[dict], fmt: str = "markdown") -> str:
         lines += ["", "Unscored videos (missing features or descriptors):", ""]
         lines += [f"- {note}" for note in missing]
     return "\n".join(lines) + "\n"
-
-
-def paper_tables(records: list[dict], fmt: str = "markdown") -> dict[str, str]:
-    """One `paper_table` per (dataset, protocol, metric), keyed "dataset (protocol, metric)"."""
-    groups: dict[tuple[str, str, str], list[dict]] = {}
-    for r in records:
-        groups.setdefault((r["dataset"], r["protocol"], r["metric"]), []).append(r)
-    return {f"{d} ({p}, {m})": paper_table(recs, fmt) for (d, p, m), recs in groups.items()}

@@ -50,7 +50,7 @@ from pipeline.datasets import TRAIN  # noqa: E402
 from pipeline.datasets.synthetic import SyntheticDataset  # noqa: E402
 from pipeline.learn.scoring import label_matrix  # noqa: E402
 from pipeline.extract.features import extract_features  # noqa: E402
-from pipeline.learn.heads.base import make_optimizer  # noqa: E402
+from pipeline.learn.training import make_optimizer  # noqa: E402
 from pipeline.pooling.sketched import compute_sketched, load_sketched, sketched_ids  # noqa: E402
 
 log = logging.getLogger("bench_train")

@@ -21,7 +21,7 @@ from pipeline.pooling.differentiable import build_cache, hot_descriptor_torch
 from pipeline.learn.attention.pyramid import (PyramidAttention, attention_loss, interaction_loss,
                                         pyramid_positions)
 from pipeline.learn.attention.self_attention import LearnedQueryPooling, MultiHeadSelfAttention
-from pipeline.learn.heads.base import pad_samples
+from pipeline.learn.training import pad_samples
 
 FN = E.make_epn("maxexp", eta=3.0)
 QUICK = dict(max_epochs=3, patience=3)

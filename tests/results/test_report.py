@@ -8,7 +8,7 @@ import io
 import pytest
 
 from pipeline.results.ledger import Ledger
-from pipeline.results.tables import paper_table, paper_tables, results_table
+from pipeline.results.tables import paper_table, results_table
 
 
 def rec(split, score, *, method="SO+MaxExp", key="aaaaaa11", dataset="hmdb51", protocol="splits",
@@ -99,9 +99,7 @@ def test_missing_videos_are_reported():
     assert parsed[0][-1] == "missing" and "missing 2/1" in parsed[1][-1]
 
 
-def test_mixed_records_need_paper_tables():
+def test_mixed_records_are_refused_with_the_filter_to_use():
     records = [rec("sp1", 0.5), rec("static", 0.5, protocol="yup", dataset="yup")]
-    with pytest.raises(ValueError, match="paper_tables"):
+    with pytest.raises(ValueError, match=r"Ledger.records\(dataset=\.\.\.\)"):
         paper_table(records)
-    tables = paper_tables(records)
-    assert list(tables) == ["hmdb51 (splits, accuracy)", "yup (yup, accuracy)"]

@@ -10,7 +10,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from pipeline.core.devices import resolve_device, torch_dtype
-from pipeline.learn.heads.base import SampleData, TorchClassifierBase, pad_samples
+from pipeline.learn.training import SampleData, TorchClassifierBase, pad_samples
 
 log = logging.getLogger(__name__)
 

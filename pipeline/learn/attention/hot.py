@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from pipeline.core.devices import resolve_device, torch_dtype
 from pipeline.learn.attention.registry import AttentionSpec, Option, choice, integer, register_attention
-from pipeline.learn.heads.base import SampleData, TorchClassifierBase
+from pipeline.learn.training import SampleData, TorchClassifierBase
 from pipeline.pooling.differentiable import (VideoCache, build_cache, hot_descriptor_torch,
                                              lift_from_range, so_epn_in_range, stack_caches)
 from pipeline.pooling.epn import SPECTRUM_NORMS, SpectralFunction, make_epn
@@ -339,11 +339,11 @@ def pooling_params(t, d) -> dict:
 
 OPTIONS = {
     "nonneg": Option("softplus", str, "hot: w >= 0 by softplus (w = 1 at init), sigmoid or softmax "
-                                      "over a video's groups; the paper leaves it open (arid_train, "
-                                      "15 folds: 92.9 / 93.1 / 92.9, within the seeds' spread)",
+                                      "over a video's groups; the paper leaves it open (the three "
+                                      "tie on real video: docs/results.md)",
                      choice(*NONNEG)),
     "hidden": Option(0, int, "hot: width of w's hidden layer; 0 = linear score (fewest parameters "
-                             "for the few videos of a split; 64: 93.6, within the spread)",
+                             "for the few videos of a split; 64 no better: docs/results.md)",
                      integer(0)),
 }
 register_attention(AttentionSpec(

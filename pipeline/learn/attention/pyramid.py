@@ -20,7 +20,7 @@ from pipeline.core.settings import check_int
 from pipeline.learn.attention.base import PositionClassifierBase, masked_softmax, positions
 from pipeline.learn.attention.registry import (AttentionSpec, Option, choice, integer,
                                                register_attention)
-from pipeline.learn.heads.base import SampleData, pad_samples
+from pipeline.learn.training import SampleData, pad_samples
 
 log = logging.getLogger(__name__)
 

@@ -156,7 +156,7 @@ class LearnedQueryClassifier(PositionClassifierBase):
 
     fit(samples, y): samples [(n_i, f) windows or (n_i, D, H, W) maps]. attention_map(samples):
     per sample (n_queries, *positions), each row summing to 1. n_queries defaults to 4, as
-    the option queries (arid_train, 15 folds: 87.1% against 82.2% with one query).
+    the option queries (4 beat 1 on real video: docs/results.md).
     """
 
     def __init__(self, *, n_queries: int = 4, key_dim: int = 64, value_dim: int = 0,
@@ -198,8 +198,8 @@ HEADS = {"self_heads": Option(4, int, "self, self_cells: attention heads (Vaswan
                          integer(1)),
          "self_width": Option(64, int, "self, self_cells: width of Q, K, V and the output (ours: "
                                   "small, as the learned-query model's key_dim)", integer(1))}
-QUERIES = {"queries": Option(4, int, "learned_query: learned queries (arid_train: 4 87.1% vs 1 "
-                                     "82.2%)", integer(1))}
+QUERIES = {"queries": Option(4, int, "learned_query: learned queries (4 beat 1 on real video: "
+                                     "docs/results.md)", integer(1))}
 
 
 def _self_name(where: str):
