@@ -17,7 +17,7 @@ from torch import nn
 
 from pipeline.core.cache import CorruptFileError, atomic_path
 from pipeline.core.devices import resolve_device, torch_dtype
-from pipeline.learn.heads.selection import as_grid, encode_labels, stratified_holdout
+from pipeline.learn.selection import as_grid, encode_labels, stratified_holdout
 from pipeline.learn.persistence import (REFIT, STATE_FILE, check_finite, read_params, restore,
                                         write_params)
 from pipeline.core.progress import Progress

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.learn.heads import build_head
-from pipeline.learn.heads.selection import select_by_cv
+from pipeline.learn.selection import select_by_cv
 
 CODES = np.repeat([0, 1, 2], 6)
 

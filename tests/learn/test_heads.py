@@ -10,8 +10,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import SVC, LinearSVC
 
 from pipeline.learn.heads import HEADS, build_head, load_head
-from pipeline.learn.heads.rows import RowSource, as_row_source
-from pipeline.learn.heads.selection import stratified_folds, stratified_holdout
+from pipeline.learn.rows import RowSource, as_row_source
+from pipeline.learn.selection import stratified_folds, stratified_holdout
 from pipeline.learn.heads.svm import linear_kernel
 
 FAST = {  # small settings that keep each fit well under a second

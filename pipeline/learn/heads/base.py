@@ -14,7 +14,7 @@ from torch import nn
 
 from pipeline.core.cache import CorruptFileError, atomic_path
 from pipeline.core.devices import resolve_device, torch_dtype
-from pipeline.learn.heads.rows import RowData, as_row_source, in_training_basis
+from pipeline.learn.rows import RowData, as_row_source, in_training_basis
 from pipeline.learn.persistence import (ARRAYS_FILE, REFIT, check_classes, check_finite, read_params,
                                         restore, write_params)
 from pipeline.learn.training import TorchClassifierBase

@@ -9,8 +9,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from pipeline.learn.heads.base import ArrayHeadBase, two_columns
-from pipeline.learn.heads.rows import RowSource, as_row_source
-from pipeline.learn.heads.selection import as_grid, encode_labels, select_by_cv, _grid_of
+from pipeline.learn.rows import RowSource, as_row_source
+from pipeline.learn.selection import as_grid, encode_labels, select_by_cv, _grid_of
 
 log = logging.getLogger(__name__)
 
