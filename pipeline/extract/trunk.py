@@ -352,9 +352,12 @@ class TrunkJob:
                 yield i, exc
 
 
-def extract_trunk(cfg: ExtractConfig, dataset: Dataset, weights: dict) -> StageResult:
-    """Stage "trunk" for `cfg`: every video's trunk maps (resumable; a no-op when complete)."""
-    built = build_trunk_models(cfg)
+def extract_trunk(cfg: ExtractConfig, dataset: Dataset, weights: dict,
+                  built: dict[str, tuple[Backbone, dict]] | None = None) -> StageResult:
+    """Stage "trunk" for `cfg`: every video's trunk maps (resumable; a no-op when complete).
+    built: build_trunk_models(cfg) when the caller has it (serial runs reuse it)."""
+    from pipeline.extract.features import resolve_device
+    built = build_trunk_models(cfg) if built is None else built
     plans = {s: p for s, (_, p) in built.items()}
     folder = trunk_dir(cfg, dataset, weights, plans)
     srcs = dataset.sources()
@@ -365,6 +368,10 @@ def extract_trunk(cfg: ExtractConfig, dataset: Dataset, weights: dict) -> StageR
                                    root=None if cfg.root is None else str(Path(cfg.root).resolve()))
     job = TrunkJob(portable, str(folder.resolve()),
                    tuple(builder_module(n) for n, _ in cfg.stream_backbones().values()), digest(srcs))
+    if cfg.backend == "serial":       # this process runs the items: reuse what is built
+        device = resolve_device(cfg.device)
+        encoders = {s: TrunkEncoder(m, device=device, precision=cfg.precision) for s, (m, _) in built.items()}
+        worker_state(f"{job.folder}:{job.listing}", lambda: (dataset, encoders, plans))
     manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "weights": weights,
                 "plans": plans}
     keys = [f"{s}/{src}/r{r}" for s, p in plans.items() for src in p["sources"] for r in p["rates"]]
@@ -432,10 +439,13 @@ def windows_from_trunk(cfg: ExtractConfig, dataset: Dataset, weights: dict, fold
                        manifest: dict, required) -> StageResult:
     """trunk=on: the trunk stage (only what is missing), then every window pooled from it into
     the features folder `folder` (same item files as trunk=off)."""
-    trunk = extract_trunk(cfg, dataset, weights)
+    built = build_trunk_models(cfg)                    # once: the trunk and the heads after it
+    trunk = extract_trunk(cfg, dataset, weights, built)
     srcs = dataset.sources()
     job = WindowsJob(cfg, str(folder.resolve()), str(trunk.folder.resolve()),
                      tuple(builder_module(n) for n, _ in cfg.stream_backbones().values()), digest(srcs))
+    if cfg.backend == "serial":
+        worker_state(f"{job.folder}:{job.listing}", lambda: (dataset, {s: m for s, (m, _) in built.items()}))
     with stage_lock(folder, cfg.shard_tuple()):
         return run_items(folder, list(srcs), job, manifest={**manifest, "trunk": str(trunk.folder)},
                          sources=srcs, shard=cfg.shard_tuple(), backend=cfg.backend,

@@ -121,16 +121,21 @@ def stage1(root: Path, cache: Path, trunk: str) -> tuple[float, Path]:
     return time.perf_counter() - start, result.folder
 
 
-def cosines(exact: Path, trunk: Path) -> dict[str, np.ndarray]:
-    """layer -> cosine of every window's mean-pooled feature, trunk against exact."""
+def cosines(exact: Path, trunk: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """layer -> (cosine of every window's mean-pooled feature, trunk against exact; whether the
+    window is a regular one, not a video shorter than its span (evenly spaced repeats))."""
     out: dict[str, list] = {layer: [] for layer in LAYERS}
+    regular: dict[str, list] = {layer: [] for layer in LAYERS}
     for path in sorted((exact / "items").rglob("*.h5")):
         with h5py.File(path, "r") as f, h5py.File(trunk / path.relative_to(exact), "r") as g:
+            frames = int(f.attrs["num_frames"])
             for layer in LAYERS:
-                for name, a in f[f"rgb/{layer}/mean"].items():
-                    a, b = a[()], g[f"rgb/{layer}/mean/{name}"][()]
+                for name, ds in f[f"rgb/{layer}/mean"].items():
+                    a, b = ds[()], g[f"rgb/{layer}/mean/{name}"][()]
                     out[layer].append((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
-    return {k: np.concatenate(v) for k, v in out.items()}
+                    span = (int(ds.attrs["length"]) - 1) * int(ds.attrs["step"]) + 1
+                    regular[layer].append(np.full(len(a), span <= frames))
+    return {k: (np.concatenate(out[k]), np.concatenate(regular[k])) for k in LAYERS}
 
 
 def long_video(path: Path, minutes: float, fps: int = 30) -> Path:
@@ -256,9 +261,12 @@ def main() -> int:
         report("stage 1 seconds per video, trunk", wall_trunk / len(clips), "", None)
         ok &= report("stage 1 wall, trunk / exact", wall_trunk / wall_exact, f"<= {TARGETS['wall']}",
                      wall_trunk / wall_exact <= TARGETS["wall"])
-        for layer, cos in cosines(exact_folder, trunk_folder).items():
-            report(f"cosine trunk vs exact, {layer}, mean ({len(cos)} windows)", float(cos.mean()), "", None)
-            report(f"cosine trunk vs exact, {layer}, 5th percentile", float(np.percentile(cos, 5)), "", None)
+        for layer, (cos, regular) in cosines(exact_folder, trunk_folder).items():
+            for what, c in (("all", cos), ("regular", cos[regular])):
+                if len(c):
+                    report(f"cosine {layer}, {what} {len(c)} windows: mean", float(c.mean()), "", None)
+                    report(f"cosine {layer}, {what} {len(c)} windows: 5th percentile",
+                           float(np.percentile(c, 5)), "", None)
         if not args.no_rss:
             video = long_video(tmp / "long.avi", args.rss_minutes)
             rss = peak_rss(video, tmp) / 2 ** 30

@@ -164,3 +164,22 @@ def test_trunk_settings_are_checked():
         ExtractConfig(trunk="maybe")
     with pytest.raises(ValueError, match="trunk_chunk=100"):
         ExtractConfig(trunk_chunk=100)
+
+
+def test_two_streams_from_one_decode_equal_the_exact_windows(tiny_args):
+    args = [a for a in tiny_args if not a.startswith("streams")] + [
+        "streams=('rgb','flow')", "flow_backbone='fake_counting_flow'", "flow='farneback'"]
+    trunk, exact = run(args, "trunk='on'"), run(args)
+    assert trunk.ok and exact.ok
+    for key in ("flow/stats/mean/L4_s2", "rgb/stats/mean/L8_s1"):
+        np.testing.assert_allclose(read(trunk.folder, key)[0], read(exact.folder, key)[0],
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_exact_windows_keep_their_key_and_the_trunk_keys_apart(tiny_args):
+    from pipeline.extract.features import features_dir, load_dataset
+    cfgs = [parse_overrides(tiny_args + list(extra), ExtractConfig)[0] for extra in
+            ([], ["trunk_chunk=256"], ["trunk='on'"], ["trunk='on'", "trunk_chunk=256"])]
+    folders = [features_dir(c, load_dataset(c)) for c in cfgs]
+    assert folders[0] == folders[1]              # trunk=off: keyed as before trunk= existed
+    assert len({folders[0], folders[2], folders[3]}) == 3
