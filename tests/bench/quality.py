@@ -160,8 +160,9 @@ def print_table(protocol: str, seeds: list[int], summary: dict[str, dict], count
           + f"; {n_folds} folds), accuracy %\n")
     if protocol != "folds":
         print(f"Test clips that share no scene with a training clip of their class (and whose "
-              f"class has training clips): {counts['qualifying']} of {counts['test']} test "
-              f"clip-folds; every figure below is on those. Chance: 16.7% (6 classes).\n")
+              f"class has training clips): {counts['qualifying']} of {counts['test']} (each clip "
+              f"once per distinct fold seed); every figure below is on those. Chance: 16.7% "
+              f"(6 classes).\n")
     baseline = next((n for n, s in summary.items() if s["row"].get("order") == 1), None)
     most = max(len(s["scores"]) for s in summary.values())
     best = max((n for n, s in summary.items() if len(s["scores"]) == most),
