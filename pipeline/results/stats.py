@@ -335,16 +335,29 @@ def compare_split(a: Mapping, b: Mapping, *, seed: int = 0) -> Paired | None:
                   len(common), test.only_a, test.only_b, test.p, "mcnemar")
 
 
+def same_test_videos(a: Mapping, b: Mapping, *, overlap: float = 0.9) -> bool:
+    """Whether two records of a split name tested the same videos (a pairing is meaningful): their
+    predicted ids overlap by at least `overlap` of the larger set (a few videos missing from one
+    configuration are tolerated); True when either stored no predictions (only names to go by).
+    Split names alone can mislead: "f1" of fold seed 0 and of fold seed 1 are different videos."""
+    ia = {p["id"] for p in a.get("predictions") or []}
+    ib = {p["id"] for p in b.get("predictions") or []}
+    if not ia or not ib:
+        return True
+    return len(ia & ib) >= overlap * max(len(ia), len(ib))
+
+
 def compare_records(a: Sequence[Mapping], b: Sequence[Mapping], *, seed: int = 0,
                     per_split: bool = True) -> tuple[dict[str, Paired | None], Paired | None]:
     """(per split, overall) paired comparisons of two configurations' records (one per split).
 
-    Overall, on the splits both have: one split -> that split's test; several -> the corrected
+    Only splits on which both tested the same videos are paired (same_test_videos); overall, on
+    those splits: one split -> that split's test; several -> the corrected
     resampled t-test on the per-split scores (the splits' training sets overlap), with the
     discordant counts summed over the splits for reading (accuracy). per_split=False skips the
     per-split bootstrap of mAP when there are several splits (the overall test does not use it)."""
     by_a, by_b = {r["split"]: r for r in a}, {r["split"]: r for r in b}
-    splits = [s for s in by_a if s in by_b]
+    splits = [s for s in by_a if s in by_b and same_test_videos(by_a[s], by_b[s])]
     skip = not per_split and len(splits) > 1 and by_a[splits[0]]["metric"] == "map" if splits \
         else False
     per = {s: None if skip else compare_split(by_a[s], by_b[s], seed=seed) for s in splits}

@@ -141,6 +141,7 @@ LEGEND = ("95% CI: Wilson on the split's test videos (one split), or the correct
           "McNemar on the per-video predictions (one split; paired bootstrap over videos for "
           "mAP), corrected resampled t-test over the splits (several; Nadeau & Bengio 2003). "
           "within noise: not distinguishable from the best row (p >= 0.05); worse: p < 0.05. "
+          "A blank p: the rows share no split tested on the same videos (e.g. other fold seeds). "
           "C: the C the SVM chose per split (docs/statistics.md).")
 
 

@@ -86,13 +86,21 @@ def protocol_rows(protocol: str, seeds: list[int], grid: str, settings: list[str
     """Name -> {"records": one per (seed, fold), keyed "s<seed>/<fold>", "row": grid row} for
     every configuration of `grid` under `protocol`; and the counts of (qualifying) test clips."""
     rows: dict[str, dict] = {}
-    counts = {"test": 0, "qualifying": 0}
+    counts = {"test": 0, "qualifying": 0, "seeds": []}
     options, _ = PROTOCOLS[protocol]
+    seen: dict[frozenset, int] = {}
     for seed in seeds:
         opts = {**options, "seed": seed}
+        splits = get_dataset("folder", DATA, **opts).splits()
+        folds = frozenset(frozenset(v for v, r in a.items() if r == TEST) for a in splits.values())
+        if folds in seen:               # grouped folds over few groups: the seed may change nothing
+            log.warning("protocol %s: fold seed %d gives the same folds as seed %d; counted once",
+                        protocol, seed, seen[folds])
+            continue
+        seen[folds] = seed
+        counts["seeds"].append(seed)
         table, summaries = run_sweep(grid, root + settings + [as_token("dataset_options", opts)])
         log.info("protocol %s, fold seed %d:\n%s", protocol, seed, table)
-        splits = get_dataset("folder", DATA, **opts).splits()
         keep = qualifying(splits)
         counts["test"] += sum(r == TEST for a in splits.values() for r in a.values())
         counts["qualifying"] += sum(len(v) for v in keep.values())
@@ -146,12 +154,15 @@ def print_table(protocol: str, seeds: list[int], summary: dict[str, dict], count
     """The protocol's markdown table; returns {"baseline", "best", "tests vs first order"}."""
     options, what = PROTOCOLS[protocol]
     n_folds = max(len(s["scores"]) for s in summary.values())
-    print(f"\n## arid_train, protocol {protocol!r}: {what} ({options}, fold seeds {seeds}; "
-          f"{n_folds} folds), accuracy %\n")
+    distinct = counts["seeds"]
+    print(f"\n## arid_train, protocol {protocol!r}: {what} ({options}, fold seeds {seeds}"
+          + (f", of which {distinct} give distinct folds" if distinct != seeds else "")
+          + f"; {n_folds} folds), accuracy %\n")
     if protocol != "folds":
         print(f"Test clips that share no scene with a training clip of their class (and whose "
-              f"class has training clips): {counts['qualifying']} of {counts['test']} test "
-              f"clip-folds; every figure below is on those.\n")
+              f"class has training clips): {counts['qualifying']} of {counts['test']} (each clip "
+              f"once per distinct fold seed); every figure below is on those. Chance: 16.7% "
+              f"(6 classes).\n")
     baseline = next((n for n, s in summary.items() if s["row"].get("order") == 1), None)
     most = max(len(s["scores"]) for s in summary.values())
     best = max((n for n, s in summary.items() if len(s["scores"]) == most),

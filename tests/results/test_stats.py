@@ -174,3 +174,12 @@ def test_choose_default_refuses_without_significance():
     with pytest.raises(ValueError, match="reference 'nope' has no score"):
         choose_default("nope", scores, {})
     assert ALPHA == 0.05
+
+
+def test_splits_of_the_same_name_on_other_videos_are_not_paired():
+    a = [_record("f1", [True] * 20 + [False] * 10, prefix="a")]
+    b = [_record("f1", [True] * 12 + [False] * 18, prefix="z")]     # another seed's f1
+    per, overall = compare_records(a, b)
+    assert per == {} and overall is None
+    c = [_record("f1", [True] * 12 + [False] * 17, prefix="a")]     # one video missing: paired
+    assert compare_records(a, c)[1].n == 29

@@ -81,7 +81,7 @@ def test_a_row_with_attention_runs_the_learned_stage(setting, tmp_path):
                                 "rows": [{"order": 2}, {"attention": "none", "head": "linear"},
                                          {"attention": "ap", "head": "svm"}]}))
     table, summaries = run_sweep(grid, args)
-    assert [s["name"] for s in summaries] == ["SO+SigmE", "SO+SigmE (uniform) [linear]",
+    assert [s["name"] for s in summaries] == ["SO+MaxExp", "SO+MaxExp (uniform) [linear]",
                                               "AP (rank-1)"]
     assert all("/train/" in s["folder"] for s in summaries[1:])
     assert "AP (rank-1)" in table and len(Ledger(ledger).records()) == 9
