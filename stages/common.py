@@ -7,7 +7,6 @@ import dataclasses
 import inspect
 import io
 import logging
-import os
 import signal
 import sqlite3
 import sys

@@ -9,7 +9,6 @@ heads see each split through exact low-dimensional coordinates derived from it
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
