@@ -7,7 +7,6 @@ import dataclasses
 import inspect
 import io
 import logging
-import os
 import signal
 import sqlite3
 import sys
@@ -92,8 +91,32 @@ def run(argv: list[str] | None, uses: int, body: Callable[..., int], *, writes: 
                   ledger_path(argv), exc)
         return EXIT_USAGE
     except (ValueError, RuntimeError, OSError, LookupError) as exc:
-        log.error("%s", exc)
+        log.error("%s%s", exc, demo_hint(parsed[0], exc))
         return EXIT_USAGE
+
+
+def results_table(folder, stem: str, results: dict, ecfg, vcfg) -> str:
+    """The paper table of a (possibly cached) evaluation or training, its rows named as this run
+    names them (name= labels, it keys nothing): a cached run's results.md holds the name of the
+    run that computed it."""
+    from pipeline.core.cache import read_json
+    from pipeline.learn.evaluate import ledger_of
+    from pipeline.results.tables import paper_table
+    stored = read_json(Path(folder) / f"{stem}.json").get("method")
+    if stored == results.get("method"):
+        return (Path(folder) / f"{stem}.md").read_text()
+    records = ledger_of(ecfg, vcfg).records(config_key=results["config_key"])
+    return paper_table([{**r, "method": results["method"]} for r in records]) if records else ""
+
+
+def demo_hint(ecfg, exc: BaseException) -> str:
+    """The demo set runs with weights=none: say so when a run on it fails over weights."""
+    if getattr(ecfg, "dataset", "") == "synthetic" and getattr(ecfg, "weights", "none") != "none" \
+            and "weight" in str(exc).lower():
+        return ("\n(the demo set runs with weights=none, as `make demo` passes it: its classes "
+                "differ only in motion, which the flow stream of a randomly initialised I3D "
+                "separates, and no flow checkpoint needs to be found or downloaded)")
+    return ""
 
 
 def ledger_path(argv: list[str]) -> Path:

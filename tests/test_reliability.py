@@ -728,3 +728,23 @@ def test_a_trained_split_writes_its_head_before_its_result(tiny_args):
     for result in folder.glob("*/result.json"):
         heads = [p for p in (result.parent / "heads").rglob("*") if p.is_file()]
         assert heads and all(p.stat().st_mtime_ns <= result.stat().st_mtime_ns for p in heads)
+
+
+def test_a_cached_evaluation_prints_the_name_this_run_gives(tiny_args, capsys):
+    from stages import evaluate as evaluate_stage
+    args = tiny_args + ["sketch_dim=4"]
+    e, d = parse_overrides(args, ExtractConfig, DescriptorConfig)
+    extract_features(e)
+    compute_descriptors(e, d)
+    assert evaluate_stage.main(args + ["name='first name'"]) == 0
+    assert "first name" in capsys.readouterr().out
+    assert evaluate_stage.main(args + ["name='second name'"]) == 0     # cached: no work
+    out = capsys.readouterr().out
+    assert "second name" in out and "first name" not in out
+
+
+def test_the_demo_set_says_it_runs_with_weights_none():
+    from stages.common import demo_hint
+    e, = parse_overrides(["dataset=synthetic", "weights=hub"], ExtractConfig)
+    assert "weights=none" in demo_hint(e, RuntimeError("no flow weights for inception_i3d_flow"))
+    assert demo_hint(e, RuntimeError("disk full")) == ""
