@@ -100,7 +100,7 @@ def results_table(folder, stem: str, results: dict, ecfg, vcfg) -> str:
     names them (name= labels, it keys nothing): a cached run's results.md holds the name of the
     run that computed it."""
     from pipeline.core.cache import read_json
-    from pipeline.learn.evaluate import ledger_of
+    from pipeline.learn.scoring import ledger_of
     from pipeline.results.tables import paper_table
     stored = read_json(Path(folder) / f"{stem}.json").get("method")
     if stored == results.get("method"):

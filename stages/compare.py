@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from pipeline.learn.evaluate import ledger_of
+from pipeline.learn.scoring import ledger_of
 from pipeline.results.compare import (compare_section, compare_two, find_configuration,
                                       group_configurations)
 from stages.common import EXIT_OK, EXIT_USAGE, run

@@ -1,7 +1,8 @@
 """Learned stage 2 from the command line: `python -m stages.train` with the settings of the
-stages before it plus attention=none|hot|ap|pyramid|self, head=svm|logreg|linear|mlp (linear: the
-end-to-end softmax; the others are fitted on the learned representation) and the training keys;
-prints the results table."""
+stages before it plus attention=<a registered type: hot, none, ap, ap_windows, pyramid,
+pyramid_windows, self, self_cells, learned_query; docs/method.md "Attention">, its options,
+head=svm|logreg|linear|mlp (linear: the end-to-end softmax; the others are fitted on the learned
+representation) and the training keys; prints the results table."""
 from __future__ import annotations
 
 import logging

@@ -12,7 +12,7 @@ POOLS = ("mean", "max", "map")
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    """Stage 1: backbone features, one vector per window (METHOD.md, Stage 1)."""
+    """Stage 1: backbone features, one vector per window (docs/method.md, Stage 1)."""
 
     dataset: str = "synthetic"          # registry name, case-insensitive (pipeline.datasets)
     root: str | None = nokey(None)     # dataset folder; moving it must not invalidate caches
@@ -141,7 +141,7 @@ class ExtractConfig:
                 for s in steps]
 
 
-# Window presets from the authors' preprocessing code (METHOD.md); UCF101 follows HMDB51 (ours).
+# Window presets from the authors' preprocessing code (docs/method.md); UCF101 follows HMDB51 (ours).
 _HMDB = dict(lengths=(24, 32, 48, 64), strides=(6, 8, 8, 8), steps=((1, 2, 3, 4),) * 4)
 PRESETS: dict[str, dict[str, Any]] = {
     "hmdb51": _HMDB,

@@ -1,4 +1,4 @@
-"""Decoding and window sampling: the index arithmetic of METHOD.md (pure functions) and a
+"""Decoding and window sampling: the index arithmetic of docs/method.md (pure functions) and a
 streaming cutter that decodes each video once and yields every (L, s) window from those frames.
 
 Memory is bounded by the longest window span, not by the video's length; files from outside are
@@ -97,7 +97,7 @@ class WindowGroup:
 
 
 def window_starts(num_frames: int, group: WindowGroup) -> np.ndarray:
-    """Start frames (W,) of the windows of a video of `num_frames` frames (METHOD.md, Stage 1).
+    """Start frames (W,) of the windows of a video of `num_frames` frames (docs/method.md, Stage 1).
 
     Starts are 0, S, 2S, ... while start + span <= F; if the last window does not reach the final
     frame, one more starts at F - span. A video shorter than one span has one window at 0.

@@ -1,5 +1,5 @@
 """Improved dense trajectories (Wang & Schmid, ICCV 2013) and their Fisher-vector encoding, for
-fusion with HoT (METHOD.md, IDT and fusion): extraction, DenseTrackStab's text format, encoding.
+fusion with HoT (docs/method.md, IDT and fusion): extraction, DenseTrackStab's text format, encoding.
 """
 from pipeline.idt.descriptors import OUTPUT_KEYS, frame_descriptors
 from pipeline.idt.fisher import FisherVectorEncoder, fisher_vector

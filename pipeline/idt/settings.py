@@ -1,4 +1,4 @@
-"""Settings of improved dense trajectories and their Fisher-vector encoding (METHOD.md, IDT and
+"""Settings of improved dense trajectories and their Fisher-vector encoding (docs/method.md, IDT and
 fusion). Every key starts with `idt_` so it can join the project's flat key namespace.
 """
 from __future__ import annotations

@@ -175,33 +175,48 @@ def fit_scores(x, y: np.ndarray, train: np.ndarray, test: np.ndarray, *,
     return scores, dict(getattr(head, "chosen_params_", {}))
 
 
+def kernel_head_scorer(cfg: EvaluateConfig, seed: int = 0):
+    """The head that scores HoT alone (fit_scores: the SVM on the training coordinates of the
+    Gram matrix, C chosen by the same cross-validation on the training rows), as a scorer of a
+    precomputed kernel (pipeline.idt.fusion.Scorer): HoT and HoT+IDT rows differ by the fusion
+    only, never by the classifier (docs/method.md, "IDT and fusion")."""
+    def score(k_train: np.ndarray, y_train: np.ndarray, k_val: np.ndarray):
+        basis = coordinate_basis(k_train)
+        params = {"C": cfg.C, "C_extend": cfg.C_extend} if cfg.head in ("svm", "logreg") else {}
+        head = build_head(cfg.head, seed=seed, **params).fit(k_train @ basis, y_train)
+        return head.classes_, head.decision_function(k_val @ basis)
+    return score
+
+
 def fused_scores(x, y: np.ndarray, train: np.ndarray, test: np.ndarray,
                  idt: tuple[np.ndarray, np.ndarray], *, cfg: EvaluateConfig) -> tuple[np.ndarray, dict]:
-    """Class scores of an SVM on HoT fused with IDT (HoT+IDT, HAF/HoT): the kernels (or the
-    scores) summed with weight a on IDT, a cross-validated on the training part only;
-    idt="only" is a = 1. x: prepared rows (n, D) or their Gram; idt: the split's IDT kernels
-    (train x train, test x train)."""
+    """Class scores of HoT fused with IDT (HoT+IDT, HAF/HoT): the kernels (or the scores)
+    summed with weight a on IDT, a cross-validated on the training part only; idt="only" is
+    a = 1. The classifier is the one HoT alone is scored with (kernel_head_scorer: the same SVM
+    family, C chosen by the same cross-validation). x: prepared rows (n, D) or their Gram; idt:
+    the split's IDT kernels (train x train, test x train)."""
     from pipeline.idt.fusion import fuse_kernels, select_fusion_weight
     k_idt_train, k_idt_test = idt
     K = as_gram(x)
     k_train, k_test = K[np.ix_(train, train)], K[np.ix_(test, train)]
     labels = y[train].argmax(1)
-    C = single_C(cfg)
+    scorer = kernel_head_scorer(cfg)
     if cfg.idt == "only":
         a, acc = 1.0, None
     else:
-        a, acc = select_fusion_weight(k_train, k_idt_train, labels, mode=cfg.fusion, C=C)
-    head = build_head("svm", C=C, kernel="precomputed")
+        a, acc = select_fusion_weight(k_train, k_idt_train, labels, mode=cfg.fusion,
+                                      scorer=scorer)
     if cfg.fusion == "kernel" or a in (0.0, 1.0):
-        head.fit(fuse_kernels(k_train, k_idt_train, a), labels)
-        raw = head.decision_function(fuse_kernels(k_test, k_idt_test, a))
+        classes, raw = scorer(fuse_kernels(k_train, k_idt_train, a), labels,
+                              fuse_kernels(k_test, k_idt_test, a))
     else:
-        hot = build_head("svm", C=C, kernel="precomputed").fit(k_train, labels)
-        head.fit(k_idt_train, labels)
-        raw = (1 - a) * hot.decision_function(k_test) + a * head.decision_function(k_idt_test)
+        classes, s_hot = scorer(k_train, labels, k_test)
+        _, s_idt = scorer(k_idt_train, labels, k_idt_test)
+        raw = (1 - a) * s_hot + a * s_idt
     scores = np.full((int(test.sum()), y.shape[1]), -np.inf)
-    scores[:, head.classes_] = raw
-    return scores, {"idt_weight": a, **({"cv_accuracy": [float(v) for v in acc]} if acc is not None else {})}
+    scores[:, classes] = raw.reshape(len(raw), -1) if raw.ndim == 2 else raw[:, None]
+    return scores, {"idt_weight": a, "classifier": f"{cfg.head}, C={cfg.C} (as HoT alone)",
+                    **({"cv_accuracy": [float(v) for v in acc]} if acc is not None else {})}
 
 
 def score_split(x, y: np.ndarray, split: dict[str, str], ids: list[str], *,

@@ -1,6 +1,8 @@
-"""Learned stage 2: per split, an attention pooling (HoT group attention, plain HoT pooling, AP,
-pyramid or self-attention) trained end to end on the training part's cached sketched windows,
-scored on the test part; models, learned weights and ledger records saved like pipeline.learn.evaluate.
+"""Learned stage 2: per split, a registered attention type (pipeline.learn.attention: HoT group
+attention, plain HoT pooling, AP, STPA, self-attention, ...) trained end to end on the training
+part's cached sketched windows or stored maps, as the type declares (docs/method.md, "Attention"),
+scored on the test part; models, learned weights and ledger records saved like
+pipeline.learn.evaluate. Nothing here branches on a type's name.
 """
 from __future__ import annotations
 

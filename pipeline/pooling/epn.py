@@ -44,7 +44,7 @@ def _eps(x: Any) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# the registry of spectral functions (PN, TPAMI 2021; METHOD.md "Stage 2" table)
+# the registry of spectral functions (PN, TPAMI 2021; docs/method.md "Stage 2" table)
 # Each f acts on x = |lambda| >= 0; SpectralFunction keeps the sign of lambda.
 # --------------------------------------------------------------------------------------------
 def _f_none(x, p, xp):

@@ -8,7 +8,7 @@ from pipeline.core.settings import nokey
 
 @dataclass(frozen=True)
 class DescriptorConfig:
-    """Stage 2: count sketch + high-order pooling + EPN per video (METHOD.md, Stage 2)."""
+    """Stage 2: count sketch + high-order pooling + EPN per video (docs/method.md, Stage 2)."""
 
     sketch_dim: int = 256               # d' per part (the paper's for SO; 128 +1.3 points, p = 0.35,
                                         # 512 -0.7: no evidence to move); SO packs 32896 values;

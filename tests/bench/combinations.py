@@ -6,8 +6,9 @@ Run `make combinations [DATASET=... ARGS="..."]` or `python tests/bench/combinat
 dataset=synthetic weights=none; stage 1 and each stage's work are cached, so a rerun prints the
 table at once). The rows:
 - `make evaluate`: order=1 (first-order baseline), 2 (SO), 3 (TO) x head=svm|logreg|linear|mlp;
-- `make train`: attention=hot|none x order=2|3, and attention=ap|pyramid|self (first-order
-  poolings of the windows; order does not apply), each x head=linear (the end-to-end softmax)
+- `make train`: attention=hot|none x order=2|3, and attention=ap_windows|self|learned_query
+  (first-order poolings of the windows; order does not apply; the types over stored maps, ap,
+  pyramid, self_cells, and pyramid_windows's two layers need another stage 1), each x head=linear (the end-to-end softmax)
   |svm|logreg|mlp (fitted on the learned representation, reusing the trained models).
 TO rows use sketch_dim=64 (`--to-dim`): TO at d'=256 has 2.8M values per video.
 Not collected by pytest.
@@ -47,7 +48,7 @@ def rows(to_dim: int) -> list[tuple[str, list[str]]]:
             dim = [f"sketch_dim={to_dim}"] if order == 3 else []
             out += [("train", [f"attention={attention}", f"order={order}", f"head={h}", *dim])
                     for h in TRAINED_HEADS]
-    for attention in ("ap", "pyramid", "self"):
+    for attention in ("ap_windows", "self", "learned_query"):
         out += [("train", [f"attention={attention}", f"head={h}"]) for h in TRAINED_HEADS]
     return out
 

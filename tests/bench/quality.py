@@ -34,7 +34,7 @@ from pipeline.core.settings import parse_overrides  # noqa: E402
 from pipeline.datasets import TEST, TRAIN, get_dataset  # noqa: E402
 from pipeline.extract.features import extract_features  # noqa: E402
 from pipeline.extract.settings import ExtractConfig  # noqa: E402
-from pipeline.learn.evaluate import ledger_of  # noqa: E402
+from pipeline.learn.scoring import ledger_of  # noqa: E402
 from pipeline.learn.settings import EvaluateConfig  # noqa: E402
 from pipeline.pooling.settings import DescriptorConfig  # noqa: E402
 from pipeline.results.ledger import latest  # noqa: E402

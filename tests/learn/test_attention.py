@@ -555,3 +555,29 @@ def test_trained_ap_bottom_up_map_peaks_on_the_cell_that_holds_the_label():
     saliency = np.mean([np.abs(m[0]).mean(axis=0) for m in clf.attention_map(samples[90:])],
                        axis=0)                                              # (3, 3)
     assert np.unravel_index(saliency.argmax(), saliency.shape) == (1, 2)
+
+
+def test_a_new_type_is_one_registration_with_its_own_keys():
+    """Adding a type touches nothing else: its registration brings its flat key into the
+    training settings (built from the registry) and train.py reads its inputs and row name."""
+    from pipeline.learn import settings
+    from pipeline.learn.attention import registry
+    from pipeline.learn.train import samples
+    spec = registry.AttentionSpec(
+        name="test_mean", classifier=type(build_attention("ap_windows")), inputs="windows",
+        options={"test_width": registry.Option(3, int, "a test option", registry.integer(1))},
+        params=lambda t, d: {"rank": t.test_width},
+        row_name=lambda p, pooling: f"mean (rank-{p['rank']})")
+    try:
+        registry.register_attention(spec)
+        cls = settings._train_config()
+        tcfg = cls(attention="test_mean", test_width=2)
+        assert tcfg.test_width == 2
+        with pytest.raises(ValueError, match="test_width=0 must be an integer >= 1"):
+            cls(attention="test_mean", test_width=0)
+        x = np.ones((4, 5))
+        assert samples("test_mean", [(x, np.zeros(4, int))])[0] is x
+        assert spec.params(tcfg, None) == {"rank": 2}
+    finally:
+        registry.ATTENTIONS.pop("test_mean", None)
+        registry._OPTIONS.pop("test_width", None)

@@ -161,28 +161,48 @@ def test_torch_heads_train_on_the_kernel_coordinates(head):
 
 @pytest.mark.parametrize("idt, fusion", [("on", "kernel"), ("on", "late"), ("only", "kernel")])
 def test_fusion_with_idt_reads_the_gram_blocks(idt, fusion):
+    """The fused scores are those of HoT alone's head (the SVM on the kernel's training
+    coordinates, C by the same cross-validation) on the fused kernel, or of the two heads' scores
+    fused, with a chosen by that same head on the training part."""
     from pipeline.idt.fusion import fuse_kernels, select_fusion_weight
     x, y = labelled_rows(n=45, D=200)
     u, _ = labelled_rows(n=45, D=30, seed=5)
     train = np.arange(45) < 30
     test = ~train
     kidt = (u[train] @ u[train].T, u[test] @ u[train].T)
-    cfg = EvaluateConfig(C=1.0, idt=idt, fusion=fusion)
+    cfg = EvaluateConfig(idt=idt, fusion=fusion)                    # the default C grid
     ours, chosen = fused_scores(Gram(x @ x.T), y, train, test, kidt, cfg=cfg)
-    # reference: the kernels from the rows, as before
     k_train, k_test, labels = x[train] @ x[train].T, x[test] @ x[train].T, y[train].argmax(1)
-    a = 1.0 if idt == "only" else select_fusion_weight(k_train, kidt[0], labels, mode=fusion,
-                                                      C=1.0)[0]
+
+    def head_scores(kt, kv, yt=labels):   # HoT alone's head written out: coordinates, SVM, C grid
+        lam, V = np.linalg.eigh(kt)
+        keep = lam > 1e-10 * lam.max()
+        basis = V[:, keep][:, ::-1] / np.sqrt(lam[keep][::-1])
+        head = build_head("svm", C=cfg.C).fit(kt @ basis, yt)
+        return head.decision_function(kv @ basis)
+    a = 1.0 if idt == "only" else select_fusion_weight(
+        k_train, kidt[0], labels, mode=fusion,
+        scorer=lambda kt, yt, kv: (np.unique(yt), head_scores(kt, kv, yt)))[0]
     assert chosen["idt_weight"] == a
     if fusion == "kernel" or a in (0.0, 1.0):
-        head = build_head("svm", C=1.0, kernel="precomputed").fit(fuse_kernels(k_train, kidt[0], a),
-                                                                  labels)
-        ref = head.decision_function(fuse_kernels(k_test, kidt[1], a))
+        ref = head_scores(fuse_kernels(k_train, kidt[0], a), fuse_kernels(k_test, kidt[1], a))
     else:
-        hot = build_head("svm", C=1.0, kernel="precomputed").fit(k_train, labels)
-        other = build_head("svm", C=1.0, kernel="precomputed").fit(kidt[0], labels)
-        ref = (1 - a) * hot.decision_function(k_test) + a * other.decision_function(kidt[1])
-    np.testing.assert_allclose(ours, ref, atol=1e-4)         # libsvm's tolerance
+        ref = (1 - a) * head_scores(k_train, k_test) + a * head_scores(kidt[0], kidt[1])
+    np.testing.assert_allclose(ours, ref, atol=1e-6)
+
+
+def test_fusion_with_an_uninformative_weight_scores_as_hot_alone():
+    """With the IDT kernel equal to HoT's, every weight a fuses to the HoT kernel: the fusion
+    row then scores exactly as the HoT row (same SVM family, same C selection)."""
+    x, y = labelled_rows(n=45, D=200)
+    train = np.arange(45) < 30
+    test = ~train
+    K = x @ x.T
+    kidt = (K[np.ix_(train, train)], K[np.ix_(test, train)])
+    cfg = EvaluateConfig(idt="on")
+    fused, _ = fused_scores(Gram(K), y, train, test, kidt, cfg=cfg)
+    alone, _ = fit_scores(Gram(K), y, train, test, metric="accuracy", cfg=EvaluateConfig())
+    np.testing.assert_allclose(fused, alone, atol=1e-9)
 
 
 # ---------------------------------------------------------------- the stage
@@ -222,6 +242,15 @@ def test_paper_style_names():
     e = ExtractConfig()
     assert method_name(e, DescriptorConfig(order=2, epn="maxexp")) == "SO+MaxExp"
     assert method_name(e, DescriptorConfig(order=3, epn="none")) == "TO (no EPN)"
+    # every EPN parameter and normalisation that differs from the defaults is in the name
+    assert method_name(e, DescriptorConfig(order=2, epn="maxexp", epn_params={"eta": "N"})) == \
+        "SO+MaxExp"
+    assert method_name(e, DescriptorConfig(order=2, epn="maxexp", spectrum_norm="kappa")) == \
+        "SO+MaxExp (kappa norm)"
+    assert method_name(e, DescriptorConfig(order=3, epn="sigme", epn_params={"eta": 5.0},
+                                           center=True)) == "TO+SigmE (eta=5.0, covariance)"
+    assert method_name(e, DescriptorConfig(order=2, epn="none", spectrum_norm="kappa")) == \
+        "SO (no EPN)"                  # without EPN the normalisation changes no number
     assert method_name(e, DescriptorConfig(order=1)) == "first-order (mean)"
     assert method_name(e, DescriptorConfig(order=3, epn="maxexp"),
                        EvaluateConfig(idt="on")) == "TO+MaxExp+IDT"

@@ -17,7 +17,7 @@ from pipeline.pooling.differentiable import build_cache, hot_descriptor_torch
 # Parameters chosen off the defaults so that a wrong default or a swapped name shows up.
 PARAMS = {"none": {}, "gamma": {"gamma": 0.3}, "maxexp": {"eta": 7.0}, "asinhe": {"gamma": 2.0},
           "sigme": {"eta": 3.0}, "hdp": {"t": 0.05}}
-FORMULAS = {  # METHOD.md table, written literally, for lambda >= 0
+FORMULAS = {  # docs/method.md table, written literally, for lambda >= 0
     "none": lambda l, p: l,
     "gamma": lambda l, p: l ** p["gamma"],
     "maxexp": lambda l, p: 1 - (1 - l) ** p["eta"],

@@ -1,4 +1,4 @@
-"""Registry of classification heads on cached descriptors (METHOD.md "Heads"): name -> class with
+"""Registry of classification heads on cached descriptors (docs/method.md "Heads"): name -> class with
 fit(X, y) / fit_stream(read_rows, y, indices) / decision_function (n, C) / predict / save / load."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Linear softmax head in torch: scores = x W^T + b on descriptor rows x (n, D) -> (n, C), trained
-with cross-entropy and early stopping (HoT's "linear (softmax) layer"; METHOD.md "Heads")."""
+with cross-entropy and early stopping (HoT's "linear (softmax) layer"; docs/method.md "Heads")."""
 from __future__ import annotations
 
 import logging

@@ -1,5 +1,5 @@
 """Logistic-regression head (scikit-learn LogisticRegression, multinomial, L2) on descriptor rows
-(n, D) -> scores (n, C); a further head of METHOD.md "Heads". Training rows stay float32."""
+(n, D) -> scores (n, C); a further head of docs/method.md "Heads". Training rows stay float32."""
 from __future__ import annotations
 
 import logging

@@ -1,5 +1,5 @@
 """A small MLP head in torch: x (n, D) -> Linear(D, h) -> ReLU -> Dropout -> Linear(h, C) -> (n, C),
-trained with cross-entropy and early stopping (a further head, METHOD.md "Heads")."""
+trained with cross-entropy and early stopping (a further head, docs/method.md "Heads")."""
 from __future__ import annotations
 
 import logging

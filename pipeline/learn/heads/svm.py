@@ -1,6 +1,6 @@
 """SVM heads (HoT, HAF): one-vs-rest linear SVM on descriptor rows (n, D) -- LinearSVC, or SVC on a
 linear Gram matrix (n, n) built chunk-wise from float32 rows -- and SVC on a precomputed kernel,
-so that IDT can be fused as a weighted kernel sum (METHOD.md "Heads", "IDT and fusion")."""
+so that IDT can be fused as a weighted kernel sum (docs/method.md "Heads", "IDT and fusion")."""
 from __future__ import annotations
 
 import logging
