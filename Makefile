@@ -57,7 +57,7 @@ bench: setup  # every benchmark runs and prints its ratios; the target fails if 
 combinations: setup  # every order x head (evaluate) and attention x head (train) row on DATASET
 	$(PY) tests/bench/combinations.py $(if $(filter-out synthetic,$(DATASET)),dataset=$(DATASET)) $(ARGS)
 
-bench-quality: setup  # recognition on ../shared/data/videos/arid_train with the real I3D weights
+bench-quality: setup  # arid_train, real I3D: CV folds and scene-disjoint folds, each row with 95% CI and paired p
 	$(PY) tests/bench/quality.py $(ARGS)
 
 clean-cache:

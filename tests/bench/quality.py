@@ -261,7 +261,11 @@ def main() -> int:
         info = print_table(protocol, seeds, summary, counts)
         baseline = info["baseline"]
         default = next((n for n in summary if n.startswith("default")), None)
-        if baseline and default:
+        if baseline and default and info["tests"].get(default) is None:
+            log.error("protocol %s: the default and first-order rows share fewer than 2 folds; "
+                      "no paired test", protocol)
+            verdict |= protocol == "folds"
+        elif baseline and default:
             t = info["tests"][default]
             ok = t is not None and t.mean_diff >= TARGET and t.p < ALPHA
             if protocol == "folds":
