@@ -10,17 +10,15 @@ from pipeline.core.settings import nokey
 class DescriptorConfig:
     """Stage 2: count sketch + high-order pooling + EPN per video (docs/method.md, Stage 2)."""
 
-    sketch_dim: int = 256               # d' per part (the paper's for SO; 128 +1.3 points, p = 0.35,
-                                        # 512 -0.7: no evidence to move); SO packs 32896 values;
+    sketch_dim: int = 256               # d' per part (the paper's for SO; no other d' did better
+                                        # with p < 0.05: docs/statistics.md); SO packs 32896 values;
                                         # 0 = no sketch: the raw features (first order, small SO)
     sketch_seed: int = 0                # seeds h and s of the count sketch
     order: int = 2                      # 1 = first-order baseline, 2 = second-order (SO), 3 = TO
     first_order: str = "mean"           # order=1: "mean", "max" or "meanmax" over the windows
     epn: str = "maxexp"                 # none, gamma, maxexp, asinhe, sigme, hdp; MaxExp with eta=N
-                                        # is the paper's (HoT slides); no EPN, parameter, d' or layer
-                                        # beat it with p < 0.05 on arid_train (15 folds, corrected
-                                        # resampled t; SigmE(100) +1.1 points, p = 0.60), so it
-                                        # stands (docs/statistics.md "Defaults")
+                                        # is the paper's (HoT slides); nothing beat it with a paired
+                                        # p < 0.05 on real video, so it stands (docs/statistics.md)
     epn_params: dict = field(default_factory=dict)  # {} = the EPN's defaults: eta="N" for MaxExp
     spectrum_norm: str = "sum"          # "sum" (supplement), "kappa" (slides) or "none"
     center: bool = False                # False: auto-correlation (mu = 0), True: covariance
