@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import inspect
 import io
 import logging
@@ -130,9 +131,12 @@ def ledger_path(argv: list[str]) -> Path:
 
 def check_writable(cache_root: str) -> None:
     """Refuse before any work when cache_root cannot be written (read-only, not a folder)."""
-    root = Path(cache_root)
+    root = Path(cache_root).absolute()
+    while not root.exists() and root.parent != root:  # creates nothing: the nearest folder
+        root = root.parent                            # that exists must take a new file
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        if not root.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder")
         with tempfile.NamedTemporaryFile(dir=root, prefix=".write-check-"):
             pass
     except OSError as exc:

@@ -436,9 +436,13 @@ def tamper(path: Path, mode: str) -> None:
             found = []
             f.visititems(lambda n, o: found.append(o) if isinstance(o, h5py.Dataset)
                          and o.dtype.kind in "fiu" and o.size and o.ndim else None)
-            ds = max(found, key=lambda d: d.size)
-            row = np.asarray(ds[0])
-            ds[0] = (row + 1) if ds.dtype.kind != "u" else (row ^ 1)
+            if found:
+                ds = max(found, key=lambda d: d.size)
+                row = np.asarray(ds[0])
+                ds[0] = (row + 1) if ds.dtype.kind != "u" else (row ^ 1)
+        if not found:                              # no numeric rows to overwrite (e.g. an
+            _restore_mtime(path, st)               # item without trajectories): flip bytes
+            return tamper(path, "flip")
     elif path.suffix == ".json":
         path.write_text(json.dumps(_change_json(json.loads(path.read_text())), indent=1))
     elif path.suffix == ".npz":
