@@ -414,6 +414,9 @@ def extract_features(cfg: ExtractConfig, dataset: Dataset | None = None) -> Stag
     required = lambda f: all(f"{o}/{g.name}" in f for o in cfg.outputs() for g in groups)  # noqa: E731
     if cfg.trunk == "on":
         from pipeline.extract.trunk import windows_from_trunk
+        if carried is not None and cfg.backend != "serial":   # workers rebuild datasets by name
+            log.info("trunk=on for videos outside a registered dataset: backend=serial")
+            cfg = dataclasses.replace(cfg, backend="serial")
         manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "weights": weights,
                     "streams": list(cfg.streams), "outputs": cfg.outputs(), "parts": cfg.parts(),
                     "groups": [g.name for g in groups]}
