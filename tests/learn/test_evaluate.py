@@ -178,7 +178,7 @@ def test_fusion_with_idt_reads_the_gram_blocks(idt, fusion):
         lam, V = np.linalg.eigh(kt)
         keep = lam > 1e-10 * lam.max()
         basis = V[:, keep][:, ::-1] / np.sqrt(lam[keep][::-1])
-        head = build_head("svm", C=cfg.C).fit(kt @ basis, yt)
+        head = build_head("svm", C=cfg.C, C_extend=cfg.C_extend).fit(kt @ basis, yt)
         return head.decision_function(kv @ basis)
     a = 1.0 if idt == "only" else select_fusion_weight(
         k_train, kidt[0], labels, mode=fusion,
