@@ -3,10 +3,18 @@ clean stop on SIGINT / SIGTERM (temporary files removed, finished items kept).""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
+import inspect
+import io
 import logging
 import signal
+import sqlite3
 import sys
+import tempfile
 import threading
+import tokenize
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from pipeline.pooling.settings import DescriptorConfig
@@ -50,24 +58,23 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def run(argv: list[str] | None, uses: int, body: Callable[..., int]) -> int:
+def run(argv: list[str] | None, uses: int, body: Callable[..., int], *, writes: bool = True) -> int:
     """Parse `argv` into all CONFIGS, call `body(*first `uses` configs) -> exit code`;
     errors become log messages and a non-zero exit code. SIGINT / SIGTERM stop the stage
-    cleanly: 130 / 143, with what was finished kept for a rerun."""
+    cleanly: 130 / 143, with what was finished kept for a rerun. A stage that `writes` checks
+    first that cache_root is writable (exit 2 before any work)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("fvcore").setLevel(logging.WARNING)
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
-        for cls in CONFIGS[:uses]:
-            print(f"{cls.__name__}: {cls.__doc__}")
-            for name, field in cls.__dataclass_fields__.items():
-                print(f"  {name}={field.default!r}" if not callable(field.default_factory)
-                      else f"  {name}={field.default_factory()!r}")
+        print(help_text(argv, CONFIGS[:uses]), end="")
         return EXIT_OK
     try:
         parsed: list[Any] = parse_overrides(argv, *CONFIGS)[:uses]
+        if writes:
+            check_writable(parsed[0].cache_root)
     except ValueError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
@@ -79,9 +86,116 @@ def run(argv: list[str] | None, uses: int, body: Callable[..., int]) -> int:
         log.error("stopped by %s: temporary files removed, finished items kept; rerun the same "
                   "command to resume", signal.Signals(signum).name)
         return 128 + signum
-    except (ValueError, RuntimeError, OSError) as exc:
-        log.error("%s", exc)
+    except sqlite3.Error as exc:
+        log.error("the results ledger %s cannot be used (%s): it must be a writable SQLite file "
+                  "written by this tool; pass ledger=<another file> or move that one away",
+                  ledger_path(argv), exc)
         return EXIT_USAGE
+    except (ValueError, RuntimeError, OSError, LookupError) as exc:
+        log.error("%s%s", exc, demo_hint(parsed[0], exc))
+        return EXIT_USAGE
+
+
+def results_table(folder, stem: str, results: dict, ecfg, vcfg) -> str:
+    """The paper table of a (possibly cached) evaluation or training, its rows named as this run
+    names them (name= labels, it keys nothing): a cached run's results.md holds the name of the
+    run that computed it."""
+    from pipeline.core.cache import read_json
+    from pipeline.learn.scoring import ledger_of
+    from pipeline.results.tables import paper_table
+    stored = read_json(Path(folder) / f"{stem}.json").get("method")
+    if stored == results.get("method"):
+        return (Path(folder) / f"{stem}.md").read_text()
+    records = ledger_of(ecfg, vcfg).records(config_key=results["config_key"])
+    return paper_table([{**r, "method": results["method"]} for r in records]) if records else ""
+
+
+def demo_hint(ecfg, exc: BaseException) -> str:
+    """The demo set runs with weights=none: say so when a run on it fails over weights."""
+    if getattr(ecfg, "dataset", "") == "synthetic" and getattr(ecfg, "weights", "none") != "none" \
+            and "weight" in str(exc).lower():
+        return ("\n(the demo set runs with weights=none, as `make demo` passes it: its classes "
+                "differ only in motion, which the flow stream of a randomly initialised I3D "
+                "separates, and no flow checkpoint needs to be found or downloaded)")
+    return ""
+
+
+def ledger_path(argv: list[str]) -> Path:
+    """The ledger the run used: ledger= or <cache_root>/ledger.sqlite (for error messages)."""
+    try:
+        ecfg, _, vcfg = parse_overrides(argv, *CONFIGS)[:3]
+        return Path(vcfg.ledger or Path(ecfg.cache_root) / "ledger.sqlite")
+    except ValueError:
+        return Path("cache/ledger.sqlite")
+
+
+def check_writable(cache_root: str) -> None:
+    """Refuse before any work when cache_root cannot be written (read-only, not a folder)."""
+    root = Path(cache_root).absolute()
+    while not root.exists() and root.parent != root:  # creates nothing: the nearest folder
+        root = root.parent                            # that exists must take a new file
+    try:
+        if not root.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder")
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cache_root={cache_root} is not writable ({exc.strerror or exc}); "
+                         f"give a writable folder (cache_root=...) or fix its permissions") from None
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """field name -> the comment beside it in the dataclass source (with the comment lines that
+    continue it below), read with tokenize: the one-line meaning and unit of each key."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    comments: dict[str, list[str]] = {}
+    line_field: dict[int, str] = {}
+    current, last_row = None, -1
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.NAME and tok.start[1] == 4 and tok.string in names \
+                and tok.start[0] not in line_field:
+            current = line_field[tok.start[0]] = tok.string
+        elif tok.type == tokenize.COMMENT and current is not None:
+            row, col = tok.start
+            text = tok.string.lstrip("#").strip()
+            if row in line_field:
+                comments.setdefault(line_field[row], []).append(text)
+                last_row = row
+            elif col > 4 and row == last_row + 1:           # a continuation line below it
+                comments.setdefault(current, []).append(text)
+                last_row = row
+    return {k: " ".join(v) for k, v in comments.items()}
+
+
+def help_text(argv: list[str], classes: tuple[type, ...]) -> str:
+    """Every key of `classes`: its default (the dataset preset's when dataset= is given) and its
+    meaning and unit, from the comment beside the field."""
+    from pipeline.extract.settings import PRESETS
+    dataset = next((a.partition("=")[2].lower() for a in argv if a.startswith("dataset=")), None)
+    preset = PRESETS.get(dataset, {}) if dataset else {}
+    lines = ["Settings are key=value (Python literals; bare words are strings), shared by all "
+             "stages.\n"]
+    if dataset:
+        lines.append(f"Defaults shown for dataset={dataset}"
+                     + (f" (its preset sets {', '.join(sorted(preset))})" if preset else
+                        " (no preset)") + ".\n")
+    for cls in classes:
+        lines.append(f"\n{cls.__name__}: {(cls.__doc__ or '').strip().splitlines()[0]}\n")
+        comments = field_comments(cls)
+        for f in dataclasses.fields(cls):
+            default = (f.default_factory() if f.default is dataclasses.MISSING
+                       and f.default_factory is not dataclasses.MISSING else f.default)
+            mark = ""
+            if f.name in preset:
+                default, mark = preset[f.name], " (preset)"
+            lines.append(f"  {f.name}={default!r}{mark}\n")
+            if comments.get(f.name):
+                lines.append(f"      {comments[f.name]}\n")
+    return "".join(lines)
 
 
 def report(stage: str, result) -> int:

@@ -9,7 +9,7 @@ from pipeline.pooling.settings import DescriptorConfig
 from pipeline.learn.settings import EvaluateConfig
 from pipeline.extract.settings import ExtractConfig
 from pipeline.learn.evaluate import evaluate
-from stages.common import EXIT_OK, run
+from stages.common import EXIT_OK, results_table, run
 
 log = logging.getLogger("stages")
 
@@ -17,7 +17,7 @@ log = logging.getLogger("stages")
 def _body(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig, icfg) -> int:
     folder, results = evaluate(ecfg, dcfg, vcfg, icfg)
     log.info("evaluate: %s (results.json, results.md)", folder)
-    print((folder / "results.md").read_text(), end="")
+    print(results_table(folder, "results", results, ecfg, vcfg), end="")
     return EXIT_OK
 
 

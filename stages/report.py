@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import ast
 import logging
+import shutil
 import sys
 
 from pipeline.pooling.settings import DescriptorConfig
 from pipeline.learn.settings import EvaluateConfig
 from pipeline.extract.settings import ExtractConfig
+from pipeline.core.cache import atomic_path
 from pipeline.results.report import write_report
 from stages.common import EXIT_OK, EXIT_USAGE, run
 
 log = logging.getLogger("stages")
 # The report's own keys (no stage config holds them), taken out of argv before the shared parse.
 OPTIONS = {"report_video": "the video id whose window attention is drawn (default: the first "
-                           "test video of the trained models' first split)"}
+                           "test video of the trained models' first split)",
+           "tables_to": "also write the report's tables (markdown) to this file, e.g. "
+                        "docs/results_hmdb51.md: how the measured tables in docs/ are made"}
 
 
 def literal(text: str) -> str:
@@ -35,14 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     rest = [a for a in argv if a.partition("=")[0] not in OPTIONS]
     if any(a in ("-h", "--help") for a in argv):
         print("report: " + "; ".join(f"{k}=... {v}" for k, v in OPTIONS.items()))
-    if "report_video" in own and not own["report_video"]:
-        logging.basicConfig(level=logging.INFO)
-        log.error("report_video= needs a video id, e.g. report_video=brush_hair/clip_001.avi")
-        return EXIT_USAGE
+    for key, example in (("report_video", "brush_hair/clip_001.avi"), ("tables_to", "docs/x.md")):
+        if key in own and not own[key]:
+            logging.basicConfig(level=logging.INFO)
+            log.error("%s= needs a value, e.g. %s=%s", key, key, example)
+            return EXIT_USAGE
 
     def body(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig) -> int:
         path = write_report(ecfg, vcfg, video=own.get("report_video"))
         log.info("report: %s (tables.md and one CSV per table beside it)", path)
+        if own.get("tables_to"):
+            with atomic_path(own["tables_to"]) as tmp:
+                shutil.copyfile(path.parent / "tables.md", tmp)
+            log.info("tables: %s", own["tables_to"])
         print(path)
         return EXIT_OK
 

@@ -14,6 +14,10 @@ log = logging.getLogger("stages")
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip() + "\n\ngrid=<file.json>: the grid (stages/grids/*.json): "
+              "\"base\" settings and \"rows\", each a dict of key=value settings.\n")
+        return run([a for a in argv if not a.startswith("grid=")], 3, lambda *c: EXIT_OK)
     grids = [a.partition("=")[2] for a in argv if a.startswith("grid=")]
     rest = [a for a in argv if not a.startswith("grid=")]
     if len(grids) != 1 or not grids[0]:

@@ -12,7 +12,7 @@ from pipeline.pooling.settings import DescriptorConfig
 from pipeline.learn.settings import EvaluateConfig, TrainConfig
 from pipeline.extract.settings import ExtractConfig
 from pipeline.learn.train import results_stem, train
-from stages.common import EXIT_OK, run
+from stages.common import EXIT_OK, results_table, run
 
 log = logging.getLogger("stages")
 
@@ -22,7 +22,7 @@ def _body(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig, icf
     folder, results = train(ecfg, dcfg, vcfg, tcfg)
     stem = results_stem(results["head"])
     log.info("train: %s (one model per split; %s.json, %s.md)", folder, stem, stem)
-    print((folder / f"{stem}.md").read_text(), end="")
+    print(results_table(folder, stem, results, ecfg, vcfg), end="")
     return EXIT_OK
 
 

@@ -3,7 +3,10 @@ evaluate, train, idt, sweep) is SIGKILLed at seeded random moments and rerun to 
 time no output may be partial, the output must equal an uninterrupted run's, nothing finished may
 be recomputed, no temporary file may be left, and the results ledger must open, pass SQLite's
 integrity check, hold one record per (configuration, split) and give the uninterrupted run's
-paper table. Exits 1 on any fault.
+paper table. Then a tamper pass (`--tamper`): for every kind of file each stage writes and reads
+back, one file has rows overwritten, bytes flipped with its mtime restored, or is truncated, and
+the stage is rerun: the damaged file must be named in its log, and the output must equal the
+uninterrupted run's (0 silent uses). Exits 1 on any fault.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -44,7 +48,8 @@ from stages import descriptors, evaluate, extract, idt, sweep, train  # noqa: E4
 # JSON keys that differ between runs of identical output: when and with what it was written, the
 # item files' mtimes, and the settings as given (backend, workers...; what changes output is keyed)
 VOLATILE = {"written", "versions", "files", "config", "upstream_config"}
-NESTED_VOLATILE = {"wall_time"}             # dropped at any depth (train's result.json per split)
+NESTED_VOLATILE = {"wall_time", "checksum"}  # dropped at any depth (train's result.json per split;
+                                            # a JSON file's checksum covers its volatile keys)
 # The file a stage writes last in a folder: once it exists the folder is complete and a rerun
 # must leave every file under it untouched (a stage-2 folder builds its consolidated view before
 # its manifest; a trained split is complete with its result.json)
@@ -196,7 +201,12 @@ def fingerprint(path: Path) -> str:
 
 
 def snapshot(cache: Path, stage: Stage) -> dict[str, str]:
-    return {str(p.relative_to(cache)): fingerprint(p) for p in files_of(cache, stage)}
+    def safe(p: Path) -> str:
+        try:
+            return fingerprint(p)
+        except Exception as exc:  # noqa: BLE001 - a damaged file differs from any reference
+            return f"unreadable: {exc}"
+    return {str(p.relative_to(cache)): safe(p) for p in files_of(cache, stage)}
 
 
 def readable(path: Path) -> bool:
@@ -335,6 +345,187 @@ def build_stages(videos: Path, cache: Path, grid: Path) -> list[Stage]:
                   ledger=True)]
 
 
+# ---------------------------------------------------------------------------------------------
+# tamper pass: damaged files must be found, named and repaired by the rerun of their stage
+# ---------------------------------------------------------------------------------------------
+TAMPERS = ("rows", "flip", "truncate")
+NOT_READ = (".md", ".csv", ".png", ".html",   # written for people; no stage reads them back
+            "flow_cache.json")                # (the flow cache's description of its format)
+# Files a stage reads only while it computes another file: the tamper removes that one too (a
+# flow item is read when its video's features are computed)
+COMPANION = {"flow item": "features"}
+
+
+@dataclasses.dataclass
+class Tamper:
+    stage: str
+    kind: str
+    mode: str
+    file: str
+    status: int = 0
+    named: bool = False
+    identical: bool = False
+    inert: bool = False                     # no byte that HDF5 reads changed (unused space)
+    replaced: bool = False                  # the rerun rewrote it (computed anew, not used)
+
+    @property
+    def silent(self) -> bool:
+        """The rerun left results that differ, or went on with a damaged file unnamed (unless
+        the damage is inert: every value the file holds reads back as written)."""
+        return not self.identical or not (self.named or self.inert or self.replaced)
+
+
+def kind_of(rel: str) -> str:
+    """The kind of a cached file: its stage folder and its role (item, view, head file ...)."""
+    p = Path(rel)
+    top = p.parts[0]
+    if "items" in p.parts:
+        return f"{top} item"
+    name = p.name
+    if p.parent.name == "splits":
+        name = "splits/<split>.json"
+    elif "heads" in p.parts:
+        name = "heads/" + ("<tag>.json" if p.parent.name == "heads" else f"<tag>/{name}")
+    elif re.fullmatch(r"results(-.+)?\.json", name):
+        name = "results.json"
+    return f"{top} {name}"
+
+
+def _restore_mtime(path: Path, st: os.stat_result) -> None:
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _change_json(data):
+    """JSON data with its first number changed (else its first string): still valid JSON."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if k == "checksum":
+                continue
+            changed = _change_json(v)
+            if changed is not None:
+                return {**data, k: changed}
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            changed = _change_json(v)
+            if changed is not None:
+                return data[:i] + [changed] + data[i + 1:]
+    elif isinstance(data, bool):
+        return None
+    elif isinstance(data, (int, float)):
+        return data + 1
+    elif isinstance(data, str):
+        return data + "x"
+    return None
+
+
+def tamper(path: Path, mode: str) -> None:
+    """Damage `path`: "rows" rewrites values in place (a valid file of the same format), "flip"
+    XORs 8 bytes in its middle, "truncate" cuts it in half; the mtime is restored each time."""
+    st = path.stat()
+    if mode == "truncate":
+        with open(path, "r+b") as fh:
+            fh.truncate(st.st_size // 2)
+    elif mode == "flip":
+        with open(path, "r+b") as fh:
+            fh.seek(st.st_size // 2)
+            block = fh.read(8)
+            fh.seek(st.st_size // 2)
+            fh.write(bytes(b ^ 0xFF for b in block))
+    elif path.suffix == ".h5":
+        with h5py.File(path, "r+") as f:
+            found = []
+            f.visititems(lambda n, o: found.append(o) if isinstance(o, h5py.Dataset)
+                         and o.dtype.kind in "fiu" and o.size and o.ndim else None)
+            if found:
+                ds = max(found, key=lambda d: d.size)
+                row = np.asarray(ds[0])
+                ds[0] = (row + 1) if ds.dtype.kind != "u" else (row ^ 1)
+        if not found:                              # no numeric rows to overwrite (e.g. an
+            _restore_mtime(path, st)               # item without trajectories): flip bytes
+            return tamper(path, "flip")
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(_change_json(json.loads(path.read_text())), indent=1))
+    elif path.suffix == ".npz":
+        with np.load(path) as z:
+            arrays = {k: z[k].copy() for k in z.files}
+        first = next(iter(arrays))
+        arrays[first].flat[0] += 1
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+    elif path.suffix == ".pt":
+        state = torch.load(path, weights_only=True)
+        first = next(iter(state))
+        state[first] = state[first] + 1
+        torch.save(state, path)
+    else:
+        return tamper(path, "flip")
+    _restore_mtime(path, st)
+
+
+def tamper_pass(stage: Stage, cache: Path, reference: Reference, log: Path, modes: tuple[str, ...],
+                rng: np.random.Generator) -> list[Tamper]:
+    """One file of every kind the stage writes, damaged in each mode, then a rerun of the stage."""
+    by_kind: dict[str, list[str]] = {}
+    for rel in sorted(reference.files):
+        if not rel.endswith(NOT_READ):
+            by_kind.setdefault(kind_of(rel), []).append(rel)
+    found = []
+    for kind, files in sorted(by_kind.items()):
+        for mode in modes:
+            rel = files[int(rng.integers(len(files)))]
+            path = cache / rel
+            if not path.is_file():
+                continue
+            tamper(path, mode)
+            try:
+                inert = fingerprint(path) == reference.files[rel]
+            except Exception:  # noqa: BLE001 - unreadable: not inert
+                inert = False
+            stamp = (path.stat().st_ino, path.stat().st_mtime_ns) if path.exists() else None
+            if kind in COMPANION:                   # its reader's output, same item name
+                name = Path(rel).relative_to(Path(*Path(rel).parts[:4])).as_posix()
+                for other in (cache / COMPANION[kind]).glob(f"*/*/items/{name}"):
+                    other.unlink()
+            status, _, _ = run_child(stage.main, stage.args, 0, log)
+            text = log.read_text(errors="replace")
+            replaced = path.exists() and (path.stat().st_ino, path.stat().st_mtime_ns) != stamp
+            t = Tamper(stage.name, kind, mode, rel, status, inert=inert, replaced=replaced,
+                       named=rel in text or path.name in text and str(path.parent) in text,
+                       identical=status == reference.status and snapshot(cache, stage) == reference.files)
+            found.append(t)
+            if t.silent or status != reference.status:
+                print(f"  {stage.name}: {mode} {rel}: exit {status}, named {t.named}, identical "
+                      f"{t.identical}; log: {log}", flush=True)
+                shutil.copy(log, log.with_suffix(f".tamper-{len(found)}.log"))
+                reset(stage, cache)                 # back to the reference for the next trial
+                run_child(stage.main, stage.args, 0, log)
+    return found
+
+
+def tamper_table(results: list[Tamper]) -> str:
+    """The tamper table: per stage and kind of file, the modes tried, named and silent uses."""
+    rows = {}
+    for t in results:
+        r = rows.setdefault((t.stage, t.kind), {"tried": 0, "named": 0, "repaired": 0, "silent": 0,
+                                                "inert": 0, "replaced": 0})
+        r["tried"] += 1
+        r["inert"] += t.inert and not t.named
+        r["replaced"] += t.replaced and not t.named and not t.inert
+        r["named"] += t.named
+        r["repaired"] += t.identical
+        r["silent"] += t.silent
+    lines = [f"{'stage':<22}{'file':<40}{'tampered':>9}{'named':>7}{'inert':>7}{'redone':>8}"
+             f"{'identical':>11}{'silent':>8}"]
+    for (stage, kind), r in rows.items():
+        lines.append(f"{stage:<22}{kind:<40}{r['tried']:>9}{r['named']:>7}{r['inert']:>7}"
+                     f"{r['replaced']:>8}{r['repaired']:>11}{r['silent']:>8}")
+    total = {k: sum(r[k] for r in rows.values()) for k in ("tried", "named", "inert", "replaced",
+                                                            "repaired", "silent")}
+    lines.append(f"{'total':<62}{total['tried']:>9}{total['named']:>7}{total['inert']:>7}"
+                 f"{total['replaced']:>8}{total['repaired']:>11}{total['silent']:>8}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kills", type=int, default=20, help="SIGKILLs per stage (default 20)")
@@ -343,6 +534,9 @@ def main(argv: list[str] | None = None) -> int:
                              "(inside any code) rather than at a random call into the project's "
                              "code (reproducible); default 0.25")
     parser.add_argument("--seed", type=int, default=0, help="seeds the kill moments")
+    parser.add_argument("--tamper", default=",".join(TAMPERS),
+                        help=f"the tamper pass's modes, comma-separated ({','.join(TAMPERS)}), "
+                             f"or none; default all")
     parser.add_argument("--workdir", type=Path, default=None, help="kept; default a temporary folder")
     parser.add_argument("--stages", default=",".join(STAGES),
                         help=f"comma-separated (those upstream of them run once, unkilled); "
@@ -364,6 +558,10 @@ def main(argv: list[str] | None = None) -> int:
     grid = work / "grid.json"
     grid.write_text(json.dumps(GRID))
     rng = np.random.default_rng(opts.seed)
+    modes = tuple(m for m in opts.tamper.split(",") if m and m != "none")
+    if set(modes) - set(TAMPERS):
+        parser.error(f"unknown tamper modes {sorted(set(modes) - set(TAMPERS))}; choose from {TAMPERS}")
+    tampered: list[Tamper] = []
     references: dict[str, Reference] = {}
     stages, ok, began = [], True, time.time()
     for stage in build_stages(videos, cache, grid):
@@ -392,6 +590,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         stages.append(stage)
         reference, attempts = references[stage.name], 0
+        if modes and stage.name != "extract (processes)":   # on the reference output, first
+            tampered += tamper_pass(stage, cache, reference, log, modes, rng)
         while stage.kills < opts.kills and attempts < 3 * opts.kills:
             attempts += 1
             timed = rng.random() < opts.timed
@@ -413,11 +613,18 @@ def main(argv: list[str] | None = None) -> int:
         ok &= (s.kills == opts.kills and s.completed == s.kills
                and not (s.partial or s.mismatches or s.recomputed or s.leftover
                         or s.ledger_faults or s.duplicates))
+    if tampered:
+        print("\ntamper pass (one file of each kind per mode; the rerun of its stage must name it "
+              "and repair it; inert: the damage hit bytes HDF5 never reads, every value reads "
+              "back as written, so nothing could use it; redone: not named but computed anew "
+              "rather than used; identical: the output equals the clean run's after the rerun):\n" + tamper_table(tampered))
+        ok &= not any(t.silent for t in tampered)
     print(f"total {time.time() - began:.0f} s")
     if opts.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     print("chaos: OK" if ok else "chaos: FAILED (every kill must land and complete; partial, "
-          "mismatches, recomputed, leftover tmp, ledger faults and ledger dups must be 0)")
+          "mismatches, recomputed, leftover tmp, ledger faults and ledger dups must be 0; "
+          "every tampered file named and repaired: silent 0)")
     return 0 if ok else 1
 
 

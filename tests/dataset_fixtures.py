@@ -19,12 +19,17 @@ def shared_splits(name: str) -> Path:
     return folder
 
 
+# the first bytes of a container, so that check-dataset's header probe takes a placeholder for a
+# video (nothing decodes it)
+HEADERS = {".avi": b"RIFF\x00\x00\x00\x00AVI ", ".mp4": b"\x00\x00\x00\x18ftypmp42"}
+
+
 def touch(root: Path, *relpaths: str) -> None:
-    """Create empty placeholder files root/<relpath>, with their folders."""
+    """Create placeholder files root/<relpath> (a container's first bytes), with their folders."""
     for rel in relpaths:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
+        path.write_bytes(HEADERS.get(path.suffix.lower(), b"\x00\x00\x00\x18ftypisom"))
 
 
 def write(path: Path, text: str | bytes, *, crlf: bool = False) -> Path:

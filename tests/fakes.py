@@ -1,5 +1,7 @@
 """Test doubles: counting fake backbones registered as "fake_counting" (RGB) and
-"fake_counting_flow" (2-channel flow), cheap and deterministic.
+"fake_counting_flow" (2-channel flow), both per-frame ("frames" under trunk=on), and
+"fake_counting_temporal" (convolutional in time, with a linear head after its trunk) and
+"fake_no_trunk" (refuses trunk=on); cheap and deterministic.
 
 Importing this module registers it; with FAKE_KILL_AT=k in the environment the k-th extracted
 item SIGKILLs the process after writing its temporary file (a crash mid-run); with CHAOS_KILL_AT=k
@@ -21,7 +23,7 @@ import torch
 import pipeline
 import stages
 from pipeline.extract import features
-from pipeline.extract.backbones import BACKBONES, Backbone, InputSpec, WeightsInfo, register
+from pipeline.extract.backbones import BACKBONES, Backbone, InputSpec, TrunkLayer, WeightsInfo, register
 
 
 class CountingBackbone(Backbone):
@@ -31,16 +33,22 @@ class CountingBackbone(Backbone):
     spec = InputSpec(channels=3, size=32, min_frames=1)
     layers = {"stats": "per-quadrant channel means and standard deviations",
               "means": "per-frame channel means"}
+    trunk_kind = "frames"
     calls = 0          # forward passes, over all instances
-    windows = 0        # windows seen
+    windows = 0        # windows (clips) seen
+    frames = 0         # frames seen
     delay = float(os.environ.get("FAKE_DELAY") or 0)     # seconds per forward pass
+
+    def count(self, x: torch.Tensor) -> None:
+        CountingBackbone.calls += 1
+        CountingBackbone.windows += x.shape[0]
+        CountingBackbone.frames += x.shape[0] * x.shape[2]
+        if self.delay:
+            time.sleep(self.delay)
 
     def forward(self, x: torch.Tensor, layer: str = "stats") -> torch.Tensor:
         self.check_layer(layer)
-        type(self).calls += 1
-        type(self).windows += x.shape[0]
-        if self.delay:
-            time.sleep(self.delay)
+        self.count(x)
         if layer == "means":
             return x.mean(dim=(3, 4), keepdim=True)
         b, c, t, h, w = x.shape
@@ -54,10 +62,54 @@ class CountingFlowBackbone(CountingBackbone):
     spec = InputSpec(channels=2, size=32, min_frames=1, mean=(0.5, 0.5), std=(0.5, 0.5))
 
 
+class CountingTemporalBackbone(CountingBackbone):
+    """Convolutional in time: "cells" averages the per-frame channel means over pairs of frames
+    (B, 3, ceil(T/2), 1, 1) (an odd last frame is repeated); "logits" averages 2 cells with
+    stride 1 and applies a fixed linear map (B, 4, ceil(T/2) - 1, 1, 1): linear after the trunk,
+    like Inception I3D's pool and logits. Counts into CountingBackbone's counters."""
+
+    spec = InputSpec(channels=3, size=32, min_frames=4)
+    layers = {"cells": "per-frame channel means averaged over frame pairs (stride 2)",
+              "logits": "a fixed linear map of 2-cell averages"}
+    trunk_kind = "temporal"
+    TRUNK = {"cells": TrunkLayer("cells", stride=2), "logits": TrunkLayer("cells", stride=2, kernel=2, head=True)}
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.linspace(-1, 1, 12).reshape(4, 3), requires_grad=False)
+
+    def forward(self, x: torch.Tensor, layer: str = "cells") -> torch.Tensor:
+        self.check_layer(layer)
+        self.count(x)
+        m = x.mean(dim=(3, 4))                                  # (B, C, T)
+        if m.shape[2] % 2:
+            m = torch.cat([m, m[:, :, -1:]], dim=2)
+        cells = torch.nn.functional.avg_pool1d(m, 2, 2)          # (B, C, ceil(T/2))
+        if layer == "cells":
+            return cells[..., None, None]
+        pairs = torch.nn.functional.avg_pool1d(cells, 2, 1)     # (B, C, P)
+        return torch.einsum("dc,bcp->bdp", self.weight, pairs)[..., None, None]
+
+    def trunk_layer(self, layer: str) -> TrunkLayer:
+        self.check_layer(layer)
+        return self.TRUNK[layer]
+
+    def trunk_head(self, layer: str, v: torch.Tensor) -> torch.Tensor:
+        return v @ self.weight.T if self.TRUNK[layer].head else v
+
+
+class NoTrunkBackbone(CountingBackbone):
+    trunk_kind = None
+
+
 if "fake_counting" not in BACKBONES:
-    register("fake_counting")(lambda *, weights, seed: (CountingBackbone(), WeightsInfo("none", seed=seed)))
-    register("fake_counting_flow")(
+    register("fake_counting", trunk="frames")(
+        lambda *, weights, seed: (CountingBackbone(), WeightsInfo("none", seed=seed)))
+    register("fake_counting_flow", trunk="frames")(
         lambda *, weights, seed: (CountingFlowBackbone(), WeightsInfo("none", seed=seed)))
+    register("fake_counting_temporal", trunk="temporal")(
+        lambda *, weights, seed: (CountingTemporalBackbone(), WeightsInfo("none", seed=seed)))
+    register("fake_no_trunk")(lambda *, weights, seed: (NoTrunkBackbone(), WeightsInfo("none", seed=seed)))
 
 if os.environ.get("FAKE_KILL_AT"):
     _kill_at, _seen = int(os.environ["FAKE_KILL_AT"]), [0]

@@ -1,4 +1,5 @@
-"""The content identity of input files (videos, IDT text files): a BLAKE2b digest of their bytes.
+"""The content identity of input files (videos, IDT text files): a BLAKE2b digest of their bytes;
+and the fast content checksums (xxh3) of the files stages write and read back (at the end).
 
 Caches name what an item was computed from by this digest, not by the file's mtime: a dataset
 copied to another disk or machine (new mtimes, same bytes) keeps every cached item, and an edited
@@ -69,3 +70,38 @@ def file_digest(path: str | os.PathLike) -> str:
         except sqlite3.Error as exc:
             log.debug("digest memo not written (%s)", exc)
     return value
+
+
+# --------------------------------------------------------------------------------------------
+# content checksums of the files stages write and read back (docs/reliability.md)
+# --------------------------------------------------------------------------------------------
+CHECKSUM = "xxh3"                  # xxh3-128: a fast non-cryptographic hash (~10 GB/s a core)
+READ_BYTES = 8 << 20
+
+
+def new_hasher(algorithm: str = CHECKSUM):
+    """A fresh hasher with update(bytes-like) and hexdigest(): "xxh3" (xxhash's XXH3-128) or
+    "sha256" (the seals of item files written before xxh3)."""
+    if algorithm == "xxh3":
+        import xxhash
+        return xxhash.xxh3_128()
+    if algorithm == "sha256":
+        return hashlib.sha256()
+    raise ValueError(f"checksum algorithm {algorithm!r} is unknown; known: xxh3, sha256")
+
+
+def checksum_algorithm(stored: str) -> str:
+    """The algorithm of a stored checksum: "xxh3:<hex>" or a bare sha256 hex (older seals)."""
+    return stored.split(":", 1)[0] if ":" in stored else "sha256"
+
+
+def content_checksum(data) -> str:
+    """"xxh3:<hex>" of bytes, or of a binary file object's remaining bytes (read in 8 MiB
+    blocks: constant memory)."""
+    h = new_hasher(CHECKSUM)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        h.update(data)
+    else:
+        for block in iter(lambda: data.read(READ_BYTES), b""):
+            h.update(block)
+    return f"{CHECKSUM}:{h.hexdigest()}"

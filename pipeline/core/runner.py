@@ -12,7 +12,9 @@ from typing import Callable, Iterable
 
 import h5py
 
-from pipeline.core.cache import (MANIFEST, StageResult, digest, file_stamps, inspect_item, item_path,
+from pipeline.core.cache import (MANIFEST, StageResult, damaged_files, digest, file_checksums,
+                                 inspect_item, item_checksum, item_path, read_manifest,
+                                 recorded_checksums, recorded_files,
                             library_versions, shard_ids, sweep_temporary, write_json)
 from pipeline.core.parallel import Job, run_job, strict_frames
 
@@ -40,13 +42,19 @@ def run_items(folder: Path, ids: list[str], job: Job, *, manifest: dict, sources
     """
     start, strict = time.time(), strict_frames(job)
 
+    recorded = recorded_checksums(folder)   # a file whose bytes match needs no data read
+
     def status(i: str) -> tuple[bool, str | None]:
         """(valid, warning) of item i; with strict_frames a warned item is not valid."""
-        ok, warning = inspect_item(item_path(folder, i), required, sources[i])
+        ok, warning = inspect_item(item_path(folder, i), required, sources[i],
+                                   item_checksum(recorded, folder, i))
         return ok and not (strict and warning), warning
 
     mine = shard_ids(ids, shard)
-    pending = [i for i in mine if not status(i)[0]]
+    damaged = {Path(name).relative_to("items").as_posix()[:-len(".h5")]
+               for name in damaged_files(folder, read_manifest(folder))
+               if name.startswith("items/")}   # bit rot under a restored mtime: recomputed
+    pending = [i for i in mine if i in damaged or not status(i)[0]]
     sweep_temporary(folder)                  # what killed runs left (never a live writer's)
     log.info("%s: %d of %d items to compute%s", folder, len(pending), len(ids),
              f" (shard {shard[0]}/{shard[1]})" if shard != (1, 1) else "")
@@ -84,7 +92,8 @@ def run_items(folder: Path, ids: list[str], job: Job, *, manifest: dict, sources
         finish()
         write_json(folder / MANIFEST, {**manifest, "items": len(ids), "done": done,
                                        "failures": failures, "warnings": warnings,
-                                       "sources": digest(sources), "files": file_stamps(folder, ids),
+                                       "sources": digest(sources),
+                                       "checksums": file_checksums(folder, recorded_files(folder, ids)),
                                        **stamp})
         sweep_temporary(folder, before=start)
     else:

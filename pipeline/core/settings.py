@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
+import numbers
 import types
 import typing
 from dataclasses import field
 from typing import Any
+
+
+# keys whose empty value would silently mean something else (root= the current folder)
+NON_EMPTY = {"root": "the dataset folder, e.g. root=/data/hmdb51",
+             "cache_root": "a folder, e.g. cache_root=cache",
+             "model": "a trained model folder", "videos": "a folder of videos or video files",
+             "dataset": "a dataset name (see --help)"}
 
 
 def nokey(default: Any = dataclasses.MISSING, **kw) -> Any:
@@ -57,7 +66,12 @@ def parse_overrides(argv: list[str], *classes: type) -> list[Any]:
         if not sep or not key:
             raise ValueError(f"argument {token!r} is not of the form key=value")
         if key not in fields:
-            raise ValueError(f"unknown key {key!r}; allowed keys: {', '.join(sorted(fields))}")
+            near = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]}? " if near else ""
+            raise ValueError(f"unknown key {key!r}; {hint}allowed keys: {', '.join(sorted(fields))}")
+        if not text.strip() and key in NON_EMPTY:
+            raise ValueError(f"{key}= is empty (a make variable that expanded to nothing?); "
+                             f"give {NON_EMPTY[key]}")
         value = _parse_value(text)
         hints = typing.get_type_hints(fields[key][0])
         if not _type_ok(value, hints[key]):
@@ -78,3 +92,10 @@ def key_params(config: Any) -> dict[str, Any]:
             if f.metadata.get("key", True)}
 
 
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """value as an int, or ValueError naming `name` unless it is an integer >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
+    return int(value)

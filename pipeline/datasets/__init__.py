@@ -1,25 +1,16 @@
-"""Dataset registry: name (case-insensitive) -> Dataset class; `get_dataset` builds one."""
+"""Dataset registry: name (case-insensitive) -> Dataset class; `get_dataset` builds one. A dataset
+is one module of this package whose class registers itself with `@register_dataset("name")`."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
 
-from pipeline.datasets.base import TEST, TRAIN, Dataset, DatasetError, Item
-from pipeline.datasets.folder import FolderDataset
-from pipeline.datasets.hmdb51 import HMDB51
-from pipeline.datasets.mpii_cooking import MPIICooking
-from pipeline.datasets.synthetic import SyntheticDataset
-from pipeline.datasets.ucf101 import UCF101
-from pipeline.datasets.yup import YUPPlusPlus
+from pipeline.datasets.base import (DATASETS, TEST, TRAIN, Dataset, DatasetError, Item,
+                                    register_dataset)
 
-DATASETS: dict[str, type[Dataset]] = {
-    "synthetic": SyntheticDataset,
-    "hmdb51": HMDB51,
-    "ucf101": UCF101,
-    "yup": YUPPlusPlus,
-    "yup++": YUPPlusPlus,
-    "mpii_cooking": MPIICooking,
-    "folder": FolderDataset,
-}
+for _module in pkgutil.iter_modules(__path__):           # each module registers its datasets
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def get_dataset(name: str, root: str | Path | None = None, **options) -> Dataset:
@@ -33,4 +24,5 @@ def get_dataset(name: str, root: str | Path | None = None, **options) -> Dataset
     return DATASETS[key].from_root(root, **options)
 
 
-__all__ = ["DATASETS", "TEST", "TRAIN", "Dataset", "DatasetError", "Item", "get_dataset"]
+__all__ = ["DATASETS", "TEST", "TRAIN", "Dataset", "DatasetError", "Item", "get_dataset",
+           "register_dataset"]

@@ -56,6 +56,20 @@ class Item:
                           sort_keys=True, separators=(",", ":"))
 
 
+DATASETS: dict[str, type["Dataset"]] = {}      # name -> class (pipeline.datasets.get_dataset)
+
+
+def register_dataset(*names: str):
+    """Class decorator: make a Dataset selectable as `dataset=<name>` under each of `names`."""
+    def add(cls):
+        for name in names:
+            if name in DATASETS:
+                raise ValueError(f"dataset {name!r} is registered twice")
+            DATASETS[name] = cls
+        return cls
+    return add
+
+
 class Dataset(ABC):
     """A collection of items with named classes and official train/test splits.
 

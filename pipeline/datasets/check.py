@@ -4,10 +4,12 @@ dataset parser shares, and `validate`, the report behind `make check-dataset` (o
 from __future__ import annotations
 
 import collections
+import errno
 import inspect
 import logging
 import os
 import re
+import stat
 from pathlib import Path
 
 from pipeline.datasets.base import TEST, TRAIN, DatasetError
@@ -63,8 +65,8 @@ class Problems:
         if self.strict:
             raise DatasetError(
                 f"{self.dataset}: {len(reasons)} problem(s) in the dataset under {self.root} "
-                f"({summary}). Fix them, or pass strict=False to skip the affected entries and "
-                f"go on with a count:\n  {quoted}{more}")
+                f"({summary}). Fix them, or pass dataset_options={{'strict': False}} to skip the "
+                f"affected entries and go on with a count:\n  {quoted}{more}")
         log.warning("%s: strict=False: skipping the entries behind %d problem(s) (%s):\n  %s%s",
                     self.dataset, len(reasons), summary, quoted, more)
         return reasons
@@ -75,7 +77,8 @@ def at(path: Path, line: int | None = None) -> str:
     return f"{path}:{line}" if line is not None else str(path)
 
 
-def read_lines(path: Path, problems: Problems, *, dataset: str) -> list[tuple[int, str]]:
+def read_lines(path: Path, problems: Problems, *, dataset: str,
+               restore: str = "restore it from the official archive") -> list[tuple[int, str]]:
     """Non-blank lines of a list file as (1-based line number, text without line ending).
 
     Accepts LF and CRLF endings and a UTF-8 byte-order mark. A line that is not UTF-8 and an
@@ -96,14 +99,13 @@ def read_lines(path: Path, problems: Problems, *, dataset: str) -> list[tuple[in
         except UnicodeDecodeError as err:
             problems.add("not UTF-8", at(path, number),
                          f"byte {err.start} is not UTF-8 ({raw[:60]!r}); re-save the file as "
-                         f"UTF-8 or restore it from the official archive")
+                         f"UTF-8 or {restore}")
             undecodable += 1
             continue
         if text.strip():
             lines.append((number, text))
     if not lines and not undecodable:
-        problems.add("empty file", at(path), "the file holds no entries; restore it from the "
-                     "official archive")
+        problems.add("empty file", at(path), f"the file holds no entries; {restore}")
     return lines
 
 
@@ -210,6 +212,51 @@ def warn_unlisted(dataset: str, unlisted: list[str], where: str) -> None:
                     dataset, len(unlisted), where, ", ".join(unlisted[:5]))
 
 
+# the first bytes of the containers VIDEO_EXTENSIONS name: (offset, magic)
+MAGIC = ((0, b"RIFF"), (4, b"ftyp"), (0, b"\x1a\x45\xdf\xa3"), (0, b"\x00\x00\x01\xba"),
+         (0, b"\x00\x00\x01\xb3"), (0, b"FLV"), (0, b"\x30\x26\xb2\x75"), (0, b"OggS"),
+         (4, b"moov"), (4, b"mdat"), (4, b"free"), (4, b"wide"), (4, b"skip"))
+
+
+def probe_file(path: Path) -> str | None:
+    """Why `path` cannot be a video, from a stat and its first 12 bytes (nothing is decoded):
+    a dangling symlink, a symlink loop, not a regular file, 0 bytes, unreadable, or a header
+    that is no video container's. None when it looks like a video."""
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return f"{path}: a symlink loop; point the link at the video file"
+        if os.path.islink(path):
+            return f"{path}: a dangling symlink (to {os.readlink(path)}); fix or remove the link"
+        return f"{path}: cannot be read ({err.strerror or err})"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path}: not a regular file"
+    if st.st_size == 0:
+        return f"{path}: 0 bytes; copy the video again"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except OSError as err:
+        return f"{path}: cannot be read ({err.strerror or err}); check its permissions"
+    if not any(head[o:o + len(m)] == m for o, m in MAGIC):
+        return (f"{path}: not a video container (it starts with {head[:8]!r}); replace it with "
+                f"the video or remove it")
+    return None
+
+
+def probe_files(items) -> list[str]:
+    """probe_file of every distinct video of `items` (a stat and 12 bytes each)."""
+    seen, found = set(), []
+    for item in items:
+        if item.path not in seen:
+            seen.add(item.path)
+            problem = probe_file(Path(item.path))
+            if problem:
+                found.append(problem)
+    return found
+
+
 def validate(name: str, root: str | os.PathLike | None = None, **options) -> str:
     """Parse dataset `name` under `root` and return a human report; no video is opened.
 
@@ -247,7 +294,13 @@ def validate(name: str, root: str | os.PathLike | None = None, **options) -> str
     for label, cls in enumerate(dataset.classes):
         lines.append(f"  {cls}: {per_class[label]}" + "".join(
             f" | {counts[s][label, TRAIN]}/{counts[s][label, TEST]}" for s in splits))
-    lines.append(f"problems: {len(problems)}" + (" (entries skipped)" if problems else ""))
+    skipped = len(problems)
+    problems += probe_files(items)
+    if len(dataset.classes) < 2 or len(per_class) < 2:
+        problems.append(f"{getattr(dataset, 'root', root)}: {len(per_class)} class(es) with videos "
+                        f"({', '.join(dataset.classes[:3])}); a classifier needs at least 2: "
+                        f"check root= (a folder per class)")
+    lines.append(f"problems: {len(problems)}" + (f" ({skipped} entries skipped)" if skipped else ""))
     lines += [f"  {p}" for p in problems]
     lines.append(f"videos named by no split: {len(unlisted)}")
     lines += [f"  {u}" for u in unlisted[:SHOWN]]
@@ -256,5 +309,6 @@ def validate(name: str, root: str | os.PathLike | None = None, **options) -> str
     report = "\n".join(lines)
     if strict and problems:
         raise DatasetError(f"{report}\n{name}: {len(problems)} problem(s) above; fix them or "
-                           f"pass strict=False to go on without the affected entries")
+                           f"pass dataset_options={{'strict': False}} to go on without the "
+                           f"affected entries")
     return report

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.datasets.base import TEST, TRAIN, Dataset, DatasetError, Item
+from pipeline.datasets.base import TEST, TRAIN, Dataset, DatasetError, Item, register_dataset
 from pipeline.datasets.check import (VIDEO_EXTENSIONS, Problems, at, check_relpath,
                                      find_path, is_video, read_lines, require_dir, warn_unlisted)
 
@@ -70,6 +70,7 @@ def kfold_splits(ids_by_class: dict[str, list[str]], *, folds: int, seed: int,
     return splits
 
 
+@register_dataset("folder")
 class FolderDataset(Dataset):
     """A folder-per-class tree. Videos may sit in sub-folders of a class folder; the class is the
     first folder. Options:
@@ -208,7 +209,9 @@ class FolderDataset(Dataset):
         splits: dict[str, dict[str, str]] = {}
         first: dict[str, int] = {}
         for index, (number, text) in enumerate(read_lines(self.split_csv, problems,
-                                                          dataset=self.name)):
+                                                          dataset=self.name, restore=(
+                "write one line per video (see LAYOUTS.md, folder), or delete the file to use "
+                "the folds of dataset_options={'folds': k}"))):
             where = at(self.split_csv, number)
             try:
                 fields = [f.strip() for f in next(csv.reader([text]))]

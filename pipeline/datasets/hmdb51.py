@@ -7,7 +7,7 @@ import logging
 import re
 from pathlib import Path
 
-from pipeline.datasets.base import TEST, TRAIN, Dataset, DatasetError, Item
+from pipeline.datasets.base import TEST, TRAIN, Dataset, DatasetError, Item, register_dataset
 from pipeline.datasets.check import (Problems, at, check_name, find_path, read_lines,
                                      require_dir, scan_classes, warn_unlisted)
 
@@ -20,6 +20,7 @@ ROLES = {"0": None, "1": TRAIN, "2": TEST}       # None: listed but unused in th
 FIX = "fix or remove the line, or restore the file from test_train_splits.rar"
 
 
+@register_dataset("hmdb51")
 class HMDB51(Dataset):
     """HMDB51.
 

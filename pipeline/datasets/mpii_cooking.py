@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from pipeline.datasets.base import TEST, TRAIN, Dataset, DatasetError, Item
+from pipeline.datasets.base import TEST, TRAIN, Dataset, DatasetError, Item, register_dataset
 from pipeline.datasets.check import (VIDEO_EXTENSIONS, Problems, at, check_name,
                                      find_path, list_videos, parse_int, read_lines, require_dir,
                                      warn_unlisted)
@@ -24,6 +24,7 @@ FIELDS = "subject, file name, start frame, end frame, category id, category name
 FIX = f"fix the row (fields: {FIELDS}) or restore {ANNOTATIONS} from the official archive"
 
 
+@register_dataset("mpii_cooking")
 class MPIICooking(Dataset):
     """MPII Cooking Activities.
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.datasets.base import TEST, TRAIN, Dataset, DatasetError, Item
+from pipeline.datasets.base import TEST, TRAIN, Dataset, DatasetError, Item, register_dataset
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,7 @@ def write_video(path: Path, video: np.ndarray, *, fps: float, codec: str) -> Non
     writer.release()
 
 
+@register_dataset("synthetic")
 class SyntheticDataset(Dataset):
     """The demo set. Options: classes (count, from MOTIONS), videos_per_class, train_per_class,
     frames, size (px), fps, codec ("mp4v" or lossless "FFV1"), seed."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipeline.datasets.base import TEST, TRAIN, Dataset, DatasetError, Item
+from pipeline.datasets.base import TEST, TRAIN, Dataset, DatasetError, Item, register_dataset
 from pipeline.datasets.check import (Problems, at, check_name, check_relpath,
                                      find_path, parse_int, read_lines, require_dir, scan_classes,
                                      warn_unlisted)
@@ -33,6 +33,7 @@ def _fold(names) -> dict[str, list[str]]:
     return folded
 
 
+@register_dataset("ucf101")
 class UCF101(Dataset):
     """UCF101.
 

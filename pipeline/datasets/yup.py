@@ -8,7 +8,7 @@ import logging
 import os
 from pathlib import Path
 
-from pipeline.datasets.base import TEST, TRAIN, Dataset, DatasetError, Item
+from pipeline.datasets.base import TEST, TRAIN, Dataset, DatasetError, Item, register_dataset
 from pipeline.datasets.check import (Problems, at, check_relpath, find_path,
                                      read_lines, require_dir, scan_classes, warn_unlisted)
 
@@ -22,6 +22,7 @@ SPLIT_FILE = "10_90_randsplit_1.txt"
 FIX = "fix the name or restore the video from the YUP++ archive, or remove the line"
 
 
+@register_dataset("yup", "yup++")
 class YUPPlusPlus(Dataset):
     """YUP++.
 

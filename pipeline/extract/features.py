@@ -37,19 +37,13 @@ from pipeline.core.settings import key_params
 from pipeline.datasets import Dataset, Item, get_dataset
 from pipeline.extract.flow import AlignedFlow
 from pipeline.extract.flow_cache import FlowCache
+from pipeline.core.devices import resolve_device
 from pipeline.core.parallel import worker_state
 from pipeline.extract.video import VideoError, VideoReader, WindowCutter, WindowGroup
 
 log = logging.getLogger(__name__)
 STAGE, STAGE_VERSION = "features", 5
 QUEUE_WINDOWS = 64          # decoded windows waiting for the backbone (bounds memory)
-
-
-def resolve_device(device: str) -> torch.device:
-    """"auto" -> CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def load_dataset(cfg: ExtractConfig) -> Dataset:
@@ -114,21 +108,34 @@ class ItemWindows:
         self.flow, self.flow_cache = flow, flow_cache
         self.num_frames: int | None = None
 
-    def __iter__(self) -> Iterator[tuple[str, int, int, np.ndarray]]:
+    def pairs(self) -> Iterator[tuple[np.ndarray | None, np.ndarray | None]]:
+        """(RGB frame or None, flow frame or None) for every frame, from one decode (flow from the
+        cache when it holds the item); `num_frames` is set once they end."""
         item, cache = self.item, self.flow_cache
-        cutters = {s: WindowCutter(self.groups) for s in self.streams}
+        count = 0
         if "flow" not in self.streams:
             frames = ((f, None) for f in self.reader)
-            yield from self._cut(cutters, frames)
         elif cache is not None and cache.has(item.id, item.path, item.frames):
             flows = cache.reader(item.id)
             frames = zip(self.reader, flows) if "rgb" in self.streams else ((None, f) for f in flows)
-            yield from self._cut(cutters, frames)
-            if "rgb" in self.streams and self.num_frames != cache.num_frames(item.id):
-                raise RuntimeError(f"{item.path}: decoded {self.num_frames} frames but the flow "
-                                   f"cache holds {cache.num_frames(item.id)}; clear {cache.folder}")
         else:
-            yield from self._cut(cutters, self._computed_flow())
+            frames = self._computed_flow()
+        for pair in frames:
+            count += 1
+            yield pair
+        self.num_frames = count
+        if ("flow" in self.streams and "rgb" in self.streams and cache is not None
+                and cache.has(item.id, item.path, item.frames) and count != cache.num_frames(item.id)):
+            raise RuntimeError(f"{item.path}: decoded {count} frames but the flow "
+                               f"cache holds {cache.num_frames(item.id)}; clear {cache.folder}")
+
+    def __iter__(self) -> Iterator[tuple[str, int, int, np.ndarray]]:
+        cutters = {s: WindowCutter(self.groups) for s in self.streams}
+        for rgb, flow in self.pairs():
+            for stream, frame in (("rgb", rgb), ("flow", flow)):
+                if frame is not None and stream in cutters:
+                    for gi, start, clip in cutters[stream].push(frame):
+                        yield stream, gi, start, clip
         for stream, cutter in cutters.items():
             for gi, start, clip in cutter.finish():
                 yield stream, gi, start, clip
@@ -148,16 +155,6 @@ class ItemWindows:
             if previous is None:
                 raise VideoError(f"{item.path}: no frames could be decoded")
             yield previous, keep(aligned.finish())
-
-    def _cut(self, cutters: dict[str, WindowCutter], frames) -> Iterator[tuple[str, int, int, np.ndarray]]:
-        count = 0
-        for rgb, flow in frames:
-            count += 1
-            for stream, frame in (("rgb", rgb), ("flow", flow)):
-                if frame is not None and stream in cutters:
-                    for gi, start, clip in cutters[stream].push(frame):
-                        yield stream, gi, start, clip
-        self.num_frames = count
 
 
 @dataclasses.dataclass
@@ -311,6 +308,15 @@ def extract_items(items: list[Item], groups: list[WindowGroup], encoders: dict[s
         producer.join()
 
 
+def input_size(cfg: ExtractConfig, models: dict[str, Backbone]) -> int:
+    """The one frame size every stream's backbone gets (size=, else their training size)."""
+    sizes = {cfg.size or m.spec.size for m in models.values()}
+    if len(sizes) > 1:
+        raise ValueError(f"the streams' backbones expect different input sizes {sorted(sizes)}; "
+                         f"set size= to decode once at one size")
+    return sizes.pop()
+
+
 def build_encoders(cfg: ExtractConfig) -> tuple[dict[str, WindowEncoder], dict[str, dict], int]:
     """(stream -> encoder, stream -> weights identity, input size) for `cfg`, validated."""
     device = resolve_device(cfg.device)
@@ -345,6 +351,8 @@ class ExtractJob:
     modules: tuple[str, ...] = ()     # modules registering the backbones (imported in workers)
     listing: str = ""                 # digest of the dataset's item sources: a worker kept from
                                       # an earlier run rebuilds its index when videos came or went
+    dataset: Dataset | None = None    # carried when the registry cannot rebuild it (predict's
+                                      # VideoSet); None: load_dataset(cfg) in each worker
 
     def state(self) -> tuple[Dataset, dict[str, WindowEncoder], int]:
         """(dataset, stream -> encoder, input size), built once per process."""
@@ -352,7 +360,7 @@ class ExtractJob:
             for module in self.modules:
                 importlib.import_module(module)
             encoders, _, size = build_encoders(self.cfg)
-            return load_dataset(self.cfg), encoders, size
+            return self.dataset or load_dataset(self.cfg), encoders, size
         return worker_state(f"{self.folder}:{self.listing}", build)
 
     def __call__(self, ids: list[str]) -> Iterator[tuple[str, object]]:
@@ -380,6 +388,8 @@ def features_dir(cfg: ExtractConfig, dataset: Dataset, weights: dict[str, dict] 
     features and the weights' identity, never by the set of videos or the splits."""
     weights = stream_weights(cfg) if weights is None else weights
     params = key_params(cfg)
+    if cfg.trunk == "off":            # exact windows: keyed as before trunk= existed
+        params.pop("trunk"), params.pop("trunk_chunk")
     if "map" in cfg.pool:             # maps are stored as float16 since then: a new key for them,
         params["map_dtype"] = "float16"   # every other stage-1 key unchanged
     key = stage_key(STAGE, STAGE_VERSION, params, weights=weights)
@@ -387,10 +397,12 @@ def features_dir(cfg: ExtractConfig, dataset: Dataset, weights: dict[str, dict] 
     return stage_dir(cfg.cache_root, STAGE, dataset.identity, f"{names}-{'+'.join(cfg.layer)}", key)
 
 
-def extract_features(cfg: ExtractConfig) -> StageResult:
+def extract_features(cfg: ExtractConfig, dataset: Dataset | None = None) -> StageResult:
     """Run stage 1 for `cfg`, resuming whatever an earlier run left; a no-op when complete.
-    Items already computed from the same source are kept: a new video computes one item."""
-    dataset = load_dataset(cfg)
+    Items already computed from the same source are kept: a new video computes one item.
+    dataset: the videos, when not cfg's dataset of the registry (predict's new videos)."""
+    carried = dataset
+    dataset = dataset or load_dataset(cfg)
     log.info("%s", dataset.describe())
     weights = stream_weights(cfg)
     folder = features_dir(cfg, dataset, weights)
@@ -398,17 +410,27 @@ def extract_features(cfg: ExtractConfig) -> StageResult:
     if up_to_date(folder, sources, strict=cfg.strict_frames):
         log.info("features already complete: %s", folder)
         return StageResult(folder, len(sources), 0, {}, skipped_run=True)
+    groups = window_groups(cfg)
+    required = lambda f: all(f"{o}/{g.name}" in f for o in cfg.outputs() for g in groups)  # noqa: E731
+    if cfg.trunk == "on":
+        from pipeline.extract.trunk import windows_from_trunk
+        if carried is not None and cfg.backend != "serial":   # workers rebuild datasets by name
+            log.info("trunk=on for videos outside a registered dataset: backend=serial")
+            cfg = dataclasses.replace(cfg, backend="serial")
+        manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "weights": weights,
+                    "streams": list(cfg.streams), "outputs": cfg.outputs(), "parts": cfg.parts(),
+                    "groups": [g.name for g in groups]}
+        return windows_from_trunk(cfg, dataset, weights, folder, manifest, required)
     encoders, built, size = build_encoders(cfg)
     if built != weights:
         raise RuntimeError(f"the weights loaded ({built}) are not those identified ({weights})")
-    groups = window_groups(cfg)
     items = {item.id: item for item in dataset.items()}
     # workers may run elsewhere (another cwd, another machine sharing the filesystem): absolute paths
     portable = dataclasses.replace(cfg, cache_root=str(Path(cfg.cache_root).resolve()),
                                    root=None if cfg.root is None else str(Path(cfg.root).resolve()))
     job = ExtractJob(portable, str(folder.resolve()),
                      tuple(builder_module(n) for n, _ in cfg.stream_backbones().values()),
-                     digest(sources))
+                     digest(sources), carried)
     if cfg.backend == "serial":       # this process runs the items: reuse what is built
         worker_state(f"{job.folder}:{job.listing}", lambda: (dataset, encoders, size))
     else:
@@ -420,6 +442,5 @@ def extract_features(cfg: ExtractConfig) -> StageResult:
         return run_items(folder, list(items), job, manifest=manifest, sources=sources,
                          shard=cfg.shard_tuple(),
                          backend=cfg.backend, workers=cfg.workers, scheduler=cfg.scheduler,
-                         required=lambda f: all(f"{o}/{g.name}" in f for o in cfg.outputs()
-                                                for g in groups),
+                         required=required,
                          progress=lambda n: tqdm(total=n, desc="extract", unit="video", disable=None))

@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from pipeline.extract import video
-from pipeline.core.cache import (atomic_path, h5_valid, item_path, stage_dir, stage_key, sweep_temporary,
+from pipeline.core.cache import (atomic_path, h5_valid, item_path, seal, stage_dir, stage_key, sweep_temporary,
                             write_json)
 from pipeline.core.digests import file_digest
 from pipeline.extract.flow import FLOW_BOUND, FLOW_METHODS
@@ -191,6 +191,7 @@ class FlowCache:
                 if shortfall is not None:
                     f.attrs.update(claimed_frames=shortfall[0], decoded_frames=shortfall[1])
                 f.attrs["complete"] = True
+            seal(tmp)                      # the checksum of its data, verified by h5_valid
         log.debug("cached %d flow frames of %s", n, item_id)
 
     def _checked(self, item_id: str) -> Path:

@@ -1,7 +1,7 @@
 """Stage 1 settings (ExtractConfig) and the window presets of each dataset."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.settings import nokey
@@ -34,6 +34,12 @@ class ExtractConfig:
     lengths: tuple = (24, 32, 48, 64)   # subsequence lengths L (frames); HMDB51 preset
     strides: tuple = (6, 8, 8, 8)       # window stride S per length (frames)
     steps: tuple = ((1, 2, 3, 4),) * 4  # frame steps (sampling rates) s per length
+    trunk: str = "off"                  # "on": one trunk pass per stream and rate over the whole
+                                        # video, windows pooled from its stored map (cheap new
+                                        # windowings); "off": one forward per window (exact).
+                                        # Off by default: see docs/stage1.md for the measurement
+    trunk_chunk: int = 192              # trunk=on: subsampled frames per trunk pass (long videos
+                                        # go in chunks overlapping by 64 frames; bounds memory)
     size: int = 0                       # short side in px; 0 = the backbone's training size
     crop: bool = True                   # centre-crop to size x size, as the backbones were trained
     seed: int = 0                       # seeds random initialisation when weights="none"
@@ -94,6 +100,11 @@ class ExtractConfig:
         object.__setattr__(self, "layer", layers)
         if not layers or len(set(layers)) != len(layers):
             raise ValueError(f"layer={layers!r}: give one layer name or a tuple of distinct ones")
+        if self.trunk not in ("on", "off"):
+            raise ValueError(f"trunk={self.trunk!r}: choose 'on' (one pass per rate, windows pooled "
+                             f"from the stored map) or 'off' (one forward per window)")
+        if self.trunk_chunk < 72 or self.trunk_chunk % 8:
+            raise ValueError(f"trunk_chunk={self.trunk_chunk}: need a multiple of 8, >= 72")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision={self.precision!r}: choose 'fp32' or 'bf16'")
         from pipeline.core.parallel import BACKENDS

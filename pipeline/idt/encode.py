@@ -13,7 +13,7 @@ from typing import Iterator, Mapping, Sequence
 import h5py
 import numpy as np
 
-from pipeline.core.cache import (StageError, atomic_path, h5_valid, item_path, stage_key, stage_lock,
+from pipeline.core.cache import (StageError, atomic_path, h5_valid, item_path, seal, stage_key, stage_lock,
                             up_to_date)
 from pipeline.core.runner import run_items
 from pipeline.extract.settings import ExtractConfig
@@ -70,6 +70,7 @@ def save_encoder(path: Path, encoder: FisherVectorEncoder, **attrs) -> None:
                 f.create_dataset(name, data=value)
             f.attrs.update(attrs)
             f.attrs["complete"] = True
+        seal(tmp)                          # the checksum of its data, verified by h5_valid
 
 
 def load_encoder(path: Path) -> FisherVectorEncoder:

@@ -5,11 +5,13 @@ Fisher vectors, signed square root and l2 normalisation per type, concatenated.
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Mapping, Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_is_fitted
 
@@ -21,6 +23,30 @@ KINDS = ("traj", "hog", "hof", "mbhx", "mbhy")
 PARAMS = ("n_components", "pca_ratio", "n_samples", "seed")
 _MODEL = ("pca_mean", "pca_components", "gmm_weights", "gmm_means", "gmm_covariances")
 _CHUNK = 8192   # descriptors per block: bounds the (chunk, K) posterior matrix
+
+
+def fit_gmm(gmm: GaussianMixture, x: np.ndarray, kind: str) -> GaussianMixture:
+    """gmm.fit(x) one EM iteration at a time (warm start: the same iterations and result as one
+    fit), reporting each iteration's log-likelihood bound: a bar on a terminal, else a log
+    line every 10 s (fitting 256 Gaussians on 150 videos takes minutes per descriptor type)."""
+    from pipeline.core.progress import Progress
+    max_iter, tol = gmm.max_iter, gmm.tol
+    gmm.set_params(max_iter=1, warm_start=True)
+    progress, bound = Progress(max_iter, f"EM iterations ({kind})", logger=log), -np.inf
+    converged = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for _ in range(max_iter):
+            gmm.fit(x)
+            change, bound = gmm.lower_bound_ - bound, gmm.lower_bound_
+            progress.step(f"log-likelihood bound {bound:.4f}")
+            if abs(change) < tol:
+                converged = True
+                break
+    progress.close()
+    gmm.set_params(max_iter=max_iter, warm_start=False)
+    gmm.converged_, gmm.n_iter_ = converged, progress.n
+    return gmm
 
 
 def gmm_posteriors(x: np.ndarray, weights: np.ndarray, means: np.ndarray,
@@ -125,8 +151,8 @@ class FisherVectorEncoder(TransformerMixin, BaseEstimator):
             sample = self._sample(X, kind, rng)
             dim = max(1, int(round(self.pca_ratio * sample.shape[1])))
             pca = PCA(n_components=dim, svd_solver="full").fit(sample)
-            gmm = GaussianMixture(self.n_components, covariance_type="diag",
-                                  random_state=self.seed).fit(pca.transform(sample))
+            gmm = fit_gmm(GaussianMixture(self.n_components, covariance_type="diag",
+                                          random_state=self.seed), pca.transform(sample), kind)
             if not gmm.converged_:
                 log.warning("%s: the GMM did not converge in %d EM iterations", kind,
                             gmm.max_iter)

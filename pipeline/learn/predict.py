@@ -6,33 +6,26 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib
-import json
 import logging
 import os
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.learn.attention import load_attention
-from pipeline.extract.backbones import builder_module
-from pipeline.core.cache import (StageError, StageResult, atomic_path, digest, read_manifest, stage_lock,
-                            up_to_date)
-from pipeline.core.runner import run_items
+from pipeline.core.cache import CorruptFileError, StageError, atomic_path, read_manifest
 from pipeline.pooling.settings import DescriptorConfig
 from pipeline.learn.settings import EvaluateConfig, TrainConfig
 from pipeline.extract.settings import ExtractConfig
 from pipeline.datasets import Dataset, Item
 from pipeline.datasets.check import is_video
 from pipeline.pooling.descriptors import FeatureInput
-from pipeline.extract.features import (STAGE, STAGE_VERSION, build_encoders, extract_items, features_dir,
-                               flow_cache_of, stream_weights, window_groups)
-from pipeline.core.parallel import worker_state
+from pipeline.extract.features import extract_features
 from pipeline.pooling.sketched import compute_sketched, load_sketched, sketched_ids
 from pipeline.learn.heads import PARAMS_FILE, load_head
-from pipeline.pooling.tensor_pool import unit_rows
+from pipeline.learn.persistence import REFIT
+from pipeline.learn.persistence import read_json as read_model_json
+from pipeline.pooling.packing import unit_rows
 from pipeline.learn.train import (CONFIG_FILE, cell_inputs, head_folder, head_tag, learned_rows,
                             samples)
 
@@ -63,6 +56,10 @@ class VideoSet(Dataset):
             absent = [str(p) for p in paths if not p.is_file()]
             if absent:
                 raise ValueError(f"videos=: not a folder or a file: {', '.join(absent)}")
+            other = [str(p) for p in paths if not is_video(p.name)]
+            if other:
+                raise ValueError(f"videos=: not a video file (by its extension): "
+                                 f"{', '.join(other)}; give video files or a folder of them")
             files = paths
             base = Path(os.path.commonpath([p.resolve().parent for p in files]))
             ids = [p.name for p in files]
@@ -77,53 +74,6 @@ class VideoSet(Dataset):
     @property
     def identity(self) -> str:
         return f"videos-{self.set_name}"
-
-
-@dataclasses.dataclass(frozen=True)
-class VideosJob:
-    """Stage 1 over a VideoSet's items as a picklable job (pipeline.core.parallel), like
-    features.ExtractJob but with the items carried instead of a dataset registry name."""
-
-    cfg: ExtractConfig
-    folder: str
-    videos: VideoSet
-    modules: tuple[str, ...] = ()
-
-    def __call__(self, ids: list[str]) -> Iterator[tuple[str, object]]:
-        def build():
-            for module in self.modules:
-                importlib.import_module(module)
-            return build_encoders(self.cfg)
-        encoders, _, size = worker_state(f"{self.folder}:{digest(self.videos.sources())}", build)
-        items = {item.id: item for item in self.videos.items()}
-        yield from extract_items([items[i] for i in ids], window_groups(self.cfg), encoders,
-                                 size=size, crop=self.cfg.crop, batch_size=self.cfg.batch_size,
-                                 flow=self.cfg.flow,
-                                 flow_cache=flow_cache_of(self.cfg, self.videos, size))
-
-
-def extract_videos(cfg: ExtractConfig, videos: VideoSet) -> StageResult:
-    """Stage 1 on `videos`, into the features folder its configuration keys (resumable, a no-op
-    when complete), with the manifest features.extract_features writes."""
-    weights = stream_weights(cfg)
-    folder = features_dir(cfg, videos, weights)
-    sources = videos.sources()
-    if up_to_date(folder, sources):
-        log.info("features already complete: %s", folder)
-        return StageResult(folder, len(sources), 0, {}, skipped_run=True)
-    groups = window_groups(cfg)
-    job = VideosJob(cfg, str(folder.resolve()), videos,
-                    tuple(builder_module(n) for n, _ in cfg.stream_backbones().values()))
-    manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "weights": weights,
-                "streams": list(cfg.streams), "outputs": cfg.outputs(), "parts": cfg.parts(),
-                "groups": [g.name for g in groups]}
-    with stage_lock(folder):
-        return run_items(folder, list(sources), job, manifest=manifest, sources=sources,
-                         backend=cfg.backend, workers=cfg.workers, scheduler=cfg.scheduler,
-                         required=lambda f: all(f"{o}/{g.name}" in f for o in cfg.outputs()
-                                                for g in groups),
-                         progress=lambda n: tqdm(total=n, desc="extract", unit="video",
-                                                 disable=None))
 
 
 def model_folder(path: str | Path) -> Path:
@@ -160,6 +110,17 @@ def trained_head(folder: Path, vcfg: EvaluateConfig):
                      f"(the softmax layer trained with the pooling)")
 
 
+def warn_conflicts(ecfg: ExtractConfig, recorded: dict) -> None:
+    """Warn when this run sets dataset= or backbone= (away from the default) to other values
+    than the model was trained with: predict always uses the model's own."""
+    default = ExtractConfig()
+    for key in ("dataset", "backbone", "weights", "layer"):
+        given, used = getattr(ecfg, key), recorded.get(key)
+        if given != getattr(default, key) and used is not None and given != used:
+            log.warning("%s=%s is ignored: predict uses the model's own %s=%s (from its "
+                        "config.json)", key, given, key, used)
+
+
 def _rebuild(cls, recorded: dict, **override):
     """A config dataclass from its JSON record (unknown fields ignored) with `override`."""
     names = {f.name for f in dataclasses.fields(cls)}
@@ -179,7 +140,12 @@ def predict(ecfg: ExtractConfig, tcfg: TrainConfig, vcfg: EvaluateConfig
         raise ValueError("predict needs model=<trained model folder> and videos=<folder or files>")
     folder = model_folder(tcfg.model)
     head = trained_head(folder, vcfg)                 # before any work: it may be missing
-    info = json.loads((folder / CONFIG_FILE).read_text())
+    info = read_model_json(folder / CONFIG_FILE)      # checksum verified; names the file
+    missing = [k for k in ("extract", "descriptors", "train", "classes", "parts", "groups",
+                           "method", "split") if k not in info]
+    if missing:
+        raise CorruptFileError(folder / CONFIG_FILE, f"lacks {', '.join(missing)}", REFIT)
+    warn_conflicts(ecfg, info["extract"])
     e = _rebuild(ExtractConfig, info["extract"], shard="1/1",
                  **{k: getattr(ecfg, k) for k in RUNTIME})
     d = _rebuild(DescriptorConfig, info["descriptors"])
@@ -187,7 +153,7 @@ def predict(ecfg: ExtractConfig, tcfg: TrainConfig, vcfg: EvaluateConfig
     videos = VideoSet(tcfg.videos)
     log.info("predicting %d videos with %s (%s, split %s), head %s", len(videos.items()), folder,
              info["method"], info["split"], vcfg.head)
-    result = extract_videos(e, videos)
+    result = extract_features(e, videos)
     if not result.ok:
         log.error("%d videos failed in stage 1 and get no prediction: %s", len(result.failures),
                   ", ".join(result.failures))
@@ -213,6 +179,13 @@ def predict(ecfg: ExtractConfig, tcfg: TrainConfig, vcfg: EvaluateConfig
     scores = head.decision_function(x)
     probs = head.predict_proba(x) if hasattr(head, "predict_proba") else None
     classes = info["classes"]
+    if len(head.classes_) and int(np.max(head.classes_)) >= len(classes):
+        raise CorruptFileError(folder / CONFIG_FILE, f"lists {len(classes)} classes; the model "
+                               f"scores class indices up to {int(np.max(head.classes_))}", REFIT)
+    if not np.isfinite(scores).all():
+        raise StageError(f"the model in {folder} gave NaN or Inf scores for "
+                         f"{int((~np.isfinite(scores).all(1)).sum())} videos; refusing to write "
+                         f"them: retrain it (`make train`)")
     k = min(tcfg.top_k, scores.shape[1])
     rows = []
     for n, (item_id, s) in enumerate(zip(ids, scores)):

@@ -14,7 +14,11 @@ class EvaluateConfig:
     head: str = "svm"                   # svm (the authors' classifier), logreg, linear, mlp
     C: Any = (0.1, 1.0, 10.0, 100.0)    # SVM / logreg regularisation; a tuple is a grid chosen by
                                         # cross-validation on each split's training part only
-                                        # (measured: grid 94.9% vs C=1 94.0% on arid_train folds)
+                                        # (a grid beat C=1 on real video: docs/results.md)
+    C_extend: int = 3                   # a grid's winner at an end is re-tried one log step further
+                                        # (x10 on this grid), up to 3 steps per end, until interior;
+                                        # else a warning with the value (first order chose C=100,
+                                        # the top, on real clips: docs/statistics.md)
     idt: str = "off"                    # "on": HoT fused with IDT Fisher vectors (a weighted kernel
                                         # sum, the weight cross-validated on the training part);
                                         # "only": IDT alone; needs `make idt` first
@@ -31,6 +35,10 @@ class EvaluateConfig:
                                for c in grid):
             raise ValueError(f"C={self.C!r} must be > 0, or a tuple of such values (a grid)")
         object.__setattr__(self, "C", tuple(grid) if len(grid) > 1 else float(grid[0]))
+        if not isinstance(self.C_extend, int) or isinstance(self.C_extend, bool) \
+                or self.C_extend < 0:
+            raise ValueError(f"C_extend={self.C_extend!r} must be an integer >= 0 (log steps past "
+                             f"an end of the C grid; 0 = never extend)")
         if self.idt not in ("off", "on", "only"):
             raise ValueError(f"idt={self.idt!r}: choose 'off', 'on' (fused with HoT) or 'only'")
         if self.fusion not in ("kernel", "late"):
@@ -51,14 +59,12 @@ class TrainSettings:
                                         # ap_windows, pyramid, pyramid_windows, self, self_cells,
                                         # learned_query
     lr: float = 1e-2                    # Adam step; the classifiers' default, stable on unit rows
-                                        # (arid_train: 92.9 vs 92.2 at 1e-3)
+                                        # (1e-3 no better: docs/results.md)
     weight_decay: Any = (0.0, 1e-3)     # a grid chosen on the validation part carved from each
                                         # split's training part (never the test part)
     train_batch: int = 32               # videos per training step (not `batch_size`: that key is
-                                        # ExtractConfig's windows per forward pass); arid_train,
-                                        # 15 folds, 32 vs 16: HoT+SVM 94.9 both, softmax 92.9 vs
-                                        # 93.3, others within the spread; a HoT fold trains in
-                                        # 10 s instead of 18 s
+                                        # ExtractConfig's windows per forward pass); 16 was no
+                                        # better and trains twice as many steps (docs/results.md)
     max_epochs: int = 100               # upper bound; early stopping usually ends sooner
     patience: int = 10                  # epochs without a better validation loss before stopping
     train_seed: int = 0                 # seeds initialisation, shuffling and the validation part

@@ -16,19 +16,19 @@ import h5py
 import numpy as np
 
 from pipeline.learn.attention import get_attention, hot, load_attention
-from pipeline.core.cache import (StageError, atomic_path, digest, item_path, library_versions,
-                            stage_dir, stage_key, stage_lock, sweep_temporary, write_json)
+from pipeline.core.cache import (StageError, atomic_path, bytes_intact, digest, file_checksum,
+                                 item_path, json_intact, read_json, seal, sealed_intact, stage_dir,
+                                 stage_key, stage_lock, sweep_temporary, write_json)
 from pipeline.pooling.settings import DescriptorConfig
 from pipeline.learn.settings import EvaluateConfig, TrainConfig, TrainSettings
 from pipeline.extract.settings import ExtractConfig
 from pipeline.core.settings import key_params
 from pipeline.datasets import TEST, TRAIN
 from pipeline.pooling.descriptors import find_features, read_parts
-from pipeline.learn.evaluate import (PROTOCOLS, Gram, gram_matrix, label_matrix, ledger_of, method_name,
-                               score_split, summarise)
-from pipeline.learn.heads import PARAMS_FILE
-from pipeline.results.metrics import METRICS
-from pipeline.results.tables import paper_table
+from pipeline.learn.naming import method_name
+from pipeline.learn.scoring import Gram, gram_matrix, label_matrix, ledger_of, score_split, summarise
+from pipeline.results.recorder import SplitRecorder
+from pipeline.learn.persistence import saved_intact
 from pipeline.pooling.sketched import compute_sketched, load_sketched, sketched_ids
 
 log = logging.getLogger(__name__)
@@ -337,6 +337,8 @@ def write_weights(path: Path, *, ids: list[str], group_names: list[str], windows
                        meaning="groups: the group weight w_g of each window; ap: bottom-up "
                                "saliency X b per rank; pyramid: rows of A; self: attention each "
                                "position receives per head; learned_query: softmax per query")
+        f.close()
+        seal(tmp, finite=False)                       # the checksum of its data (NaN: absent)
 
 
 def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
@@ -379,9 +381,11 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
     row_key = key if tag == "linear" else stage_key(STAGE, STAGE_VERSION, {
         **params, "head": key_params(vcfg)}, upstream=[upstream.name])
     stem = results_stem(tag)
-    if (folder / f"{stem}.json").is_file():    # named as this run names it (name= is no key)
+    if json_intact(folder / f"{stem}.json") and all(    # models checked: a damaged one is refit
+            split_intact(folder / n, tag, dataset.metric)
+            for n in splits_done(folder / f"{stem}.json")):
         log.info("training already complete (no stage-1, sketching or training work): %s", folder)
-        return folder, {**json.loads((folder / f"{stem}.json").read_text()), "method": method}
+        return folder, {**read_json(folder / f"{stem}.json"), "method": method}
     log.info("training %s on %s: stage 1 read from the cache, no forward pass (%s); sketched "
              "windows from %s", method, dataset.identity, inp.folder, upstream)
     videos, group_names = load_sketched(upstream, ids)
@@ -393,15 +397,14 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
     if dataset.metric == "map":
         log.warning("%s is multi-label: the softmax classifier trains on each video's first "
                     "label and is scored by mAP on its class scores", dataset.identity)
-    ledger, protocol = ledger_of(ecfg, vcfg), PROTOCOLS.get(dataset.name, "splits")
     config = {"extract": ecfg, "descriptors": dcfg, "evaluate": vcfg, "train": tcfg}
     cache = {"features": str(inp.folder), "sketched": str(upstream), "train": str(folder)}
-    per_split = {}
+    recorder = SplitRecorder(ledger_of(ecfg, vcfg), dataset, method, row_key, config, cache)
     with stage_lock(folder):                          # one training run per folder at a time
         sweep_temporary(folder)                       # what killed runs left (never a live one's)
         for name, split in splits.items():
             out = folder / name
-            if not (out / RESULT_FILE).is_file():
+            if not split_intact(out):          # result, model, config and weights checked
                 model_config = {**config, "classes": list(dataset.classes), "parts": inp.parts,
                                 "levels": levels, "maps": maps,
                                 "groups": inp.groups, "split": name, "method": method,
@@ -411,43 +414,40 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
                               split=split, ids=ids, videos=videos, y=y, group_names=group_names,
                               method=method, metric=dataset.metric, classes=dataset.classes,
                               model_config=model_config)
+                if tag != "linear":               # the head before result.json, which marks
+                    write_json(out / "heads" / f"{tag}.json", score_head(  # the split done
+                        out, vcfg, tcfg.attention, tag=tag, split=split, ids=ids,
+                        videos=videos, y=y, metric=dataset.metric, classes=dataset.classes,
+                        levels=levels))
                 write_json(out / RESULT_FILE, r)  # the split's file first, then its one record
             path = out / RESULT_FILE if tag == "linear" else out / "heads" / f"{tag}.json"
             saved = tag == "linear" or dataset.metric == "map" or \
-                (head_folder(out, tag) / PARAMS_FILE).is_file()
-            if not path.is_file() or not saved:   # (heads scored before they were saved too)
+                saved_intact(head_folder(out, tag))
+            if not json_intact(path) or not saved:  # (heads scored before they were saved too)
                 log.info("%s: %s on the learned representation of the trained model (%s)",
                          name, vcfg.head, out)
                 write_json(path, score_head(out, vcfg, tcfg.attention, tag=tag, split=split,
                                             ids=ids, videos=videos, y=y, metric=dataset.metric,
                                             classes=dataset.classes, levels=levels))
-            r = json.loads(path.read_text())
-            if not ledger.records(config_key=row_key, split=name):  # a kill between: add it
-                ledger.append({"dataset": dataset.identity, "protocol": protocol, "split": name,
-                               "method": method, "metric": dataset.metric, "score": r["score"],
-                               "config_key": row_key, "n_train": r["n_train"],
-                               "n_test": r["n_test"],
-                               "n_missing_train": r["missing_train"],
-                               "n_missing_test": r["missing_test"], "config": config,
-                               "cache": cache, "per_class": r["per_class"],
-                               "confusion": r["confusion"], "classes": list(dataset.classes),
-                               "predictions": r["predictions"], "chosen": r["chosen"],
-                               "wall_time": r["wall_time"], "versions": library_versions()})
-            per_split[name] = r
-            log.info("%s: %s = %.4f (model in %s)", name, dataset.metric,
-                     per_split[name]["score"], out)
-        scores = {name: r["score"] for name, r in per_split.items()}
-        scores["mean"] = float(np.mean(list(scores.values())))
-        records = ledger.records(config_key=row_key)
-        with atomic_path(folder / f"{stem}.md") as tmp:
-            tmp.write_text(paper_table(records) if records else "")
-        results = {"dataset": dataset.identity, "metric": dataset.metric, "method": method,
-                   "scores": scores, "config": config, "config_key": row_key, "head": tag,
-                   "splits": {n: {k: v for k, v in r.items() if k != "predictions"}
-                              for n, r in per_split.items()},
-                   "models": {n: str(folder / n) for n in per_split}, **cache}
-        write_json(folder / f"{stem}.json", results)
-    return folder, json.loads((folder / f"{stem}.json").read_text())
+            recorder.record(name, read_json(path), f" (model in {out})")
+        return folder, recorder.finish(folder, stem, head=tag, **cache,
+                                       models={n: str(folder / n) for n in recorder.per_split})
+
+
+def split_intact(out: Path, tag: str = "linear", metric: str = "") -> bool:
+    """A trained split is done when its result, model, config and weights (and the head `tag`
+    with its scores) all match their checksums; a damaged file is logged, naming it, and is
+    computed again."""
+    return (json_intact(out / RESULT_FILE) and saved_intact(out)
+            and json_intact(out / CONFIG_FILE) and sealed_intact(out / WEIGHTS_FILE)
+            and bytes_intact(out / WEIGHTS_FILE, read_json(out / RESULT_FILE).get("files", {}))
+            and (tag == "linear" or (json_intact(out / "heads" / f"{tag}.json") and (
+                metric == "map" or saved_intact(head_folder(out, tag))))))
+
+
+def splits_done(results: Path) -> list[str]:
+    """The split folders a training folder's results file names (its "models")."""
+    return [Path(m).name for m in read_json(results).get("models", {}).values()]
 
 
 def fit_split(out: Path, *, clf, tcfg: TrainConfig, split: dict[str, str], ids: list[str],
@@ -481,6 +481,7 @@ def fit_split(out: Path, *, clf, tcfg: TrainConfig, split: dict[str, str], ids: 
     write_weights(out / WEIGHTS_FILE, ids=ids, group_names=group_names, windows=windows,
                   videos=videos, attention=tcfg.attention, method=method, cells=cells)
     return {**result, "n_train": len(train_pos), "n_test": len(test_pos),
+            "files": {WEIGHTS_FILE: file_checksum(out / WEIGHTS_FILE)},  # every byte, checked
             "missing_train": missing[TRAIN], "missing_test": missing[TEST],
             "chosen": dict(clf.chosen_params_), "wall_time": time.perf_counter() - start}
 

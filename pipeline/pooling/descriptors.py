@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import shutil
 import logging
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterator
 
 import h5py
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.core.cache import (StageError, StageResult, atomic_path, digest, done_ids, item_path,
+from pipeline.core.cache import (CorruptFileError, StageError, StageResult, atomic_path, check_sealed,
+                                 digest, done_ids, item_path, seal, sealed_intact, verify_file,
+                                 warn_damaged,
                             read_manifest, stage_dir, stage_key, stage_lock, up_to_date)
 from pipeline.core.runner import run_items
 from pipeline.pooling.settings import DescriptorConfig
@@ -29,7 +32,8 @@ from pipeline.datasets import Dataset
 from pipeline.pooling.epn import make_epn
 from pipeline.pooling.sketch import CountSketch, make_sketches
 from pipeline.core.parallel import worker_state
-from pipeline.pooling.tensor_pool import hot_descriptors, n_unique, unit_rows
+from pipeline.pooling.packing import n_unique, unit_rows
+from pipeline.pooling.tensor_pool import hot_descriptors
 
 log = logging.getLogger(__name__)
 STAGE, STAGE_VERSION = "descriptors", 7
@@ -98,14 +102,12 @@ def find_features(ecfg: ExtractConfig, cfg: DescriptorConfig | None = None) -> F
     return FeatureInput(dataset, folder, manifest, parts, groups, {i: sources[i] for i in done}, missing)
 
 
-def descriptors_dir(ecfg: ExtractConfig, cfg: DescriptorConfig, weigher: "Weigher | None" = None
-                    ) -> tuple[Path, FeatureInput]:
+def descriptors_dir(ecfg: ExtractConfig, cfg: DescriptorConfig) -> tuple[Path, FeatureInput]:
     """(this stage's folder, its input). Keyed by the settings, the parts and the stage-1 folder,
     never by the set of videos."""
     inp = find_features(ecfg, cfg)
     params = {**key_params(cfg), "parts": inp.parts, "groups": inp.groups,
-              "epn_params": make_epn(cfg.epn, **cfg.epn_params).param_dict,   # defaults resolved
-              **({"weigher": weigher.key} if weigher is not None else {})}
+              "epn_params": make_epn(cfg.epn, **cfg.epn_params).param_dict}   # defaults resolved
     unused = ("epn", "epn_params", "spectrum_norm", "center") if cfg.order == 1 else ("first_order",)
     params = {k: v for k, v in params.items() if k not in unused}
     key = stage_key(STAGE, STAGE_VERSION, params, upstream=[inp.folder.name])
@@ -190,16 +192,6 @@ def window_weights(groups: list[str], cfg: DescriptorConfig) -> np.ndarray | Non
     return np.array([float(cfg.group_weights.get(g, 1.0)) for g in groups])
 
 
-class Weigher(Protocol):
-    """The per-window weights hook (filled by a learned attention network): picklable, with a
-    `key` naming it and its parameters (it enters the cache key)."""
-
-    key: str
-
-    def __call__(self, item_id: str, phi: np.ndarray, groups: list[str]) -> np.ndarray:
-        """phi (N, d) sketched windows, their group names -> weights (N,) >= 0."""
-
-
 def unusable(item_id: str, descriptor: np.ndarray, cfg: DescriptorConfig) -> ValueError | None:
     """Why `descriptor` must not be stored (a NaN or Inf, or all zeros: nothing was pooled, and a
     zero row would pass for a video), or None."""
@@ -232,7 +224,6 @@ class DescriptorJob:
     parts: tuple[str, ...]
     groups: tuple[str, ...]
     dims: tuple[int, ...]
-    weigher: Weigher | None = None
     batch: int = 16
 
     def __call__(self, ids: list[str]) -> Iterator[tuple[str, object]]:
@@ -253,8 +244,7 @@ class DescriptorJob:
                     with h5py.File(path, "r") as f:
                         sources.append(str(f.attrs["source"]))
                     phi = sketched(parts, sketches)
-                    w = (self.weigher(item_id, phi, groups) if self.weigher is not None
-                         else window_weights(groups, cfg))
+                    w = window_weights(groups, cfg)
                 except Exception as exc:  # noqa: BLE001 - one bad item never stops a run
                     yield item_id, exc
                     continue
@@ -278,16 +268,16 @@ class DescriptorJob:
                                                             source=source, descriptor=desc)
 
 
-def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig, *,
-                        weigher: Weigher | None = None) -> StageResult:
+def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig) -> StageResult:
     """Run stage 2 over the videos whose stage-1 features are done; resumable, a no-op when
     complete. Items run on ecfg's backend (serial, processes or dask), as in stage 1."""
-    folder, inp = descriptors_dir(ecfg, cfg, weigher)
+    folder, inp = descriptors_dir(ecfg, cfg)
     ids, sources = inp.ids, inp.sources
     if not ids:
         raise StageError(f"no video of {inp.dataset.identity} has stage-1 features in "
                          f"{inp.folder}; run `make extract` first")
-    if up_to_date(folder, sources) and view_current(folder, sources):
+    if (up_to_date(folder, sources) and view_current(folder, sources)
+            and sealed_intact(folder / "sketch.h5", "it is written again")):
         log.info("descriptors already complete: %s", folder)
         return StageResult(folder, len(ids), 0, {}, skipped_run=True)
     first = read_parts(item_path(inp.folder, ids[0]), inp.parts, inp.groups)[0]
@@ -295,18 +285,20 @@ def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig, *,
     dims = [p.shape[1] for p in first]
     sketches = make_sketches(dims, cfg.sketch_dim, cfg.sketch_seed) if cfg.sketch_dim else []
     d = cfg.sketch_dim * len(dims) if cfg.sketch_dim else sum(dims)
+    check_size(folder, cfg, d, len(ids), ecfg.workers if ecfg.backend != "serial" else 1)
     job = DescriptorJob(cfg, str(inp.folder.resolve()), tuple(inp.parts), tuple(inp.groups),
-                        tuple(dims), weigher)
+                        tuple(dims))
     manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "upstream": str(inp.folder),
                 "upstream_config": inp.manifest["config"], "parts": inp.parts, "groups": inp.groups,
                 "part_dims": dims,
-                "d": d, "n_unique": descriptor_size(d, cfg), "missing_upstream": inp.missing,
-                "weigher": weigher.key if weigher is not None else None}
+                "d": d, "n_unique": descriptor_size(d, cfg), "missing_upstream": inp.missing}
     with stage_lock(folder):
-        with atomic_path(folder / "sketch.h5") as tmp, h5py.File(tmp, "w") as f:
-            for part, sketch in zip(inp.parts, sketches):
-                for name, value in sketch.state().items():
-                    f.create_dataset(f"{part}/{name}", data=value)
+        with atomic_path(folder / "sketch.h5") as tmp:
+            with h5py.File(tmp, "w") as f:
+                for part, sketch in zip(inp.parts, sketches):
+                    for name, value in sketch.state().items():
+                        f.create_dataset(f"{part}/{name}", data=value)
+            seal(tmp)
 
         def finish() -> None:       # the view before the manifest: a manifest means both are there
             write_view(folder, done_ids(folder, sources, lambda f: "descriptor" in f), sources,
@@ -319,28 +311,93 @@ def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig, *,
                                                  disable=None))
 
 
+WARN_DISK = 2 ** 30                   # a stage that will write more than this says so first
+WORKSPACE = 4                         # float64 copies of the d^order tensor while pooling + EPN
+
+
+def size_estimate(cfg: DescriptorConfig, d: int, n_videos: int) -> tuple[int, int]:
+    """(bytes of memory per video being pooled, bytes on disk for n_videos): the dense d^order
+    tensor and its EPN workspace in float64 (WORKSPACE copies; docs/method.md "Pooling"), and
+    the stored unique entries in float32, once in the items and once in the view."""
+    memory = 8 * WORKSPACE * (d ** cfg.order if cfg.order > 1 else d)
+    return memory, 2 * 4 * descriptor_size(d, cfg) * n_videos
+
+
+def available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (None where unknown)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_size(folder: Path, cfg: DescriptorConfig, d: int, n_videos: int, parallel: int) -> None:
+    """Refuse before any work when pooling would not fit in memory or the descriptors on disk;
+    warn, with the estimate, when they will take more than WARN_DISK."""
+    memory, disk = size_estimate(cfg, d, n_videos)
+    memory *= max(1, parallel)
+    gib = lambda b: f"{b / 2 ** 30:.1f} GiB"  # noqa: E731
+    what = f"order={cfg.order} at d={d} (sketch_dim={cfg.sketch_dim})"
+    free = available_memory()
+    if free is not None and memory > free:
+        raise StageError(f"{what} needs about {gib(memory)} of memory per video being pooled "
+                         f"({gib(free)} available); lower sketch_dim (or order, or workers)")
+    root = folder
+    while not root.exists():
+        root = root.parent
+    free_disk = shutil.disk_usage(root).free
+    if disk > free_disk:
+        raise StageError(f"{what} would write about {gib(disk)} for {n_videos} videos under "
+                         f"{folder} ({gib(free_disk)} free); lower sketch_dim or free space")
+    if disk > WARN_DISK:
+        log.warning("%s will write about %s for %d videos under %s (%s free)", what, gib(disk),
+                    n_videos, folder, gib(free_disk))
+
+
 def view_current(folder: Path, sources: dict[str, str]) -> bool:
-    """The consolidated view exists and holds exactly the items of `sources`."""
+    """The consolidated view exists, holds exactly the items of `sources` and its data still
+    matches its checksum (one pass over it; a damaged view is named in the log and rebuilt from
+    its items by the next run of the stage)."""
     try:
         with h5py.File(folder / VIEW, "r") as f:
-            return f.attrs.get("sources") == digest(sources)
-    except (OSError, KeyError):
+            if f.attrs.get("sources") != digest(sources):
+                return False
+        recorded = ((read_manifest(folder) or {}).get("checksums") or {}).get(VIEW)
+        if recorded is not None:         # every byte (a fast hash), as the manifest recorded it
+            verify_file(folder / VIEW, recorded, REBUILD)
+        else:                            # before the manifest: the checksum of its data
+            check_sealed(folder / VIEW, REBUILD)
+        return True
+    except CorruptFileError as exc:
+        warn_damaged(folder / VIEW, str(exc).split(": ", 1)[1].split("; ")[0], REBUILD)
         return False
+    except (OSError, KeyError) as exc:
+        if (folder / VIEW).is_file():
+            warn_damaged(folder / VIEW, f"cannot be read: {exc}", REBUILD)
+        return False
+
+
+REBUILD = "`make descriptors` with the same settings rebuilds it from its items"
 
 
 def write_view(folder: Path, ids: list[str], sources: dict[str, str], *, d: int, order: int,
                size: int) -> None:
     """Consolidate the item files of `ids` into one `descriptors.h5`, atomically; its attribute
     "sources" tells whether it is current (the digest of `sources`, all items wanted)."""
-    with atomic_path(folder / VIEW) as tmp, h5py.File(tmp, "w") as out:
-        data = out.create_dataset("descriptors", (len(ids), size), dtype=np.float32)
-        for row, item_id in enumerate(ids):
-            with h5py.File(item_path(folder, item_id), "r") as f:
-                data[row] = f["descriptor"][()]
-        out.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
-        out.attrs.update(order=order, d=d, sources=digest(sources),
-                         packing="order 1: pooled vector; else unique entries i<=j(<=k), raw "
-                                 "(see tensor_pool.pack)")
+    with atomic_path(folder / VIEW) as tmp:
+        with h5py.File(tmp, "w") as out:
+            data = out.create_dataset("descriptors", (len(ids), size), dtype=np.float32)
+            for row, item_id in enumerate(ids):
+                with h5py.File(item_path(folder, item_id), "r") as f:
+                    data[row] = f["descriptor"][()]
+            out.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
+            out.attrs.update(order=order, d=d, sources=digest(sources),
+                             packing="order 1: pooled vector; else unique entries i<=j(<=k), raw "
+                                     "(see tensor_pool.pack)")
+        seal(tmp)                  # the checksum of its data, verified by view_current
 
 
 def load_view(folder: Path) -> tuple[list[str], np.ndarray, dict]:

@@ -128,26 +128,26 @@ EPN: dict[str, EpnSpec] = {
     "gamma": EpnSpec(
         "Gamma", _f_gamma, _df_gamma,
         lambda p: 1.0 if p["gamma"] == 1 else 0.0,
-        {"gamma": 0.1},  # measured (bench-quality, SO d'=256): 0.1 93.1%, 0.25 92.7%, 0.5 89.6%
+        {"gamma": 0.1},  # the best of 0.1, 0.25, 0.5 on real video (docs/results.md; none beats MaxExp)
         {"gamma": (lambda v: _is_real(v) and 0 < v <= 1, "0 < gamma <= 1")}),
     "maxexp": EpnSpec(
         "MaxExp", _f_maxexp, _df_maxexp, lambda p: float(p["eta"]),
-        {"eta": "N"},  # HoT slides: eta = N, the number of windows pooled (measured: N 92.2%,
-                       # 20 93.3%, 100 93.6% on arid_train's ~12 windows; N grows with the video)
+        {"eta": "N"},  # HoT slides: eta = N, the number of windows pooled; no fixed eta did
+                       # better with p < 0.05 (docs/statistics.md); N grows with the video
         {"eta": (lambda v: v == "N" or (_is_real(v) and v >= 1), "eta >= 1 or eta='N'")}),
     "asinhe": EpnSpec(
         "AsinhE", _f_asinhe, _df_asinhe, lambda p: float(p["gamma"]),
-        {"gamma": 1000.0},  # measured: 10 88.9%, 100 92.0%, 1000 92.4% (sum-normalised spectra
+        {"gamma": 1000.0},  # the best of 10, 100, 1000 (docs/results.md; sum-normalised spectra
                             # have entries ~1/rank: gamma' = 1 would leave them nearly linear)
         {"gamma": (lambda v: _is_real(v) and v > 0, "gamma > 0")}),
     "sigme": EpnSpec(
         "SigmE", _f_sigme, _df_sigme, lambda p: 0.5 * float(p["eta"]),
-        {"eta": 100.0},  # measured best: 10 90.0%, 100 94.0%, 1000 92.4% (eta' >= 1 in PN; 1
-                            # is nearly linear on sum-normalised spectra)
+        {"eta": 100.0},  # the best of 10, 100, 1000 (docs/results.md; eta' >= 1 in PN; 1 is
+                         # nearly linear on sum-normalised spectra)
         {"eta": (lambda v: _is_real(v) and v >= 1, "eta >= 1")}),
     "hdp": EpnSpec(
         "HDP", _f_hdp, _df_hdp, lambda p: 0.0,
-        {"t": 1e-2},  # measured: 1e-4 92.4%, 1e-3 92.0%, 1e-2 93.3% (sum-normalised spectra); PN: t > 0
+        {"t": 1e-2},  # the best of 1e-4, 1e-3, 1e-2 (docs/results.md); PN: t > 0
         {"t": (lambda v: _is_real(v) and v > 0, "t > 0")}),
 }
 
@@ -504,7 +504,7 @@ def _sym3(X: torch.Tensor) -> torch.Tensor:
     return sum(X.permute(*lead, *p) for p in perms) / 6.0
 
 
-def _core_apply_reconstruct(core, U, fn, spectrum_norm):
+def core_apply_reconstruct(core, U, fn, spectrum_norm):
     core_hat = _ElementwiseG.apply(core / spectrum_scale(core, spectrum_norm, 3, n_axes=3), fn)
     return torch.einsum("...ijk,...ai,...bj,...ck->...abc", core_hat, U, U, U)
 
@@ -539,4 +539,4 @@ def epn_to_torch(X: torch.Tensor, fn: SpectralFunction, spectrum_norm: str = "su
     X1 = Xs.reshape(*Xs.shape[:-3], d, d * d)
     _, U = stable_eigh(X1 @ X1.mT)
     core = torch.einsum("...abc,...ai,...bj,...ck->...ijk", Xs, U, U, U)
-    return _core_apply_reconstruct(core, U, fn, spectrum_norm)
+    return core_apply_reconstruct(core, U, fn, spectrum_norm)

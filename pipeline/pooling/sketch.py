@@ -7,18 +7,14 @@ import numbers
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from pipeline.core.settings import check_int
 import scipy.sparse as sp
 import torch
 
 log = logging.getLogger(__name__)
 
 __all__ = ["CountSketch", "make_sketches", "sketch_parts"]
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
-    return int(value)
 
 
 class CountSketch:
@@ -29,9 +25,9 @@ class CountSketch:
     """
 
     def __init__(self, in_dim: int, out_dim: int, seed: int):
-        self.in_dim = _check_int("in_dim", in_dim, 1)
-        self.out_dim = _check_int("out_dim", out_dim, 1)
-        self.seed = _check_int("seed", seed, 0)
+        self.in_dim = check_int("in_dim", in_dim, 1)
+        self.out_dim = check_int("out_dim", out_dim, 1)
+        self.seed = check_int("seed", seed, 0)
         rng = np.random.default_rng(self.seed)
         self.h = rng.integers(0, self.out_dim, size=self.in_dim, dtype=np.int64)
         self.s = (2 * rng.integers(0, 2, size=self.in_dim) - 1).astype(np.float32)
@@ -94,9 +90,9 @@ class CountSketch:
         if missing:
             raise ValueError(f"state is missing {sorted(missing)}")
         self = cls.__new__(cls)
-        self.in_dim = _check_int("in_dim", int(np.asarray(state["in_dim"])), 1)
-        self.out_dim = _check_int("out_dim", int(np.asarray(state["out_dim"])), 1)
-        self.seed = _check_int("seed", int(np.asarray(state["seed"])), 0)
+        self.in_dim = check_int("in_dim", int(np.asarray(state["in_dim"])), 1)
+        self.out_dim = check_int("out_dim", int(np.asarray(state["out_dim"])), 1)
+        self.seed = check_int("seed", int(np.asarray(state["seed"])), 0)
         h = np.asarray(state["h"]).astype(np.int64)
         s = np.asarray(state["s"]).astype(np.float32)
         if h.shape != (self.in_dim,) or s.shape != (self.in_dim,):
@@ -121,7 +117,7 @@ def make_sketches(dims: Sequence[int], out_dim: int | Sequence[int],
     dims = list(dims)
     if not dims:
         raise ValueError("dims is empty; expected one input dimension per part")
-    seed = _check_int("seed", seed, 0)
+    seed = check_int("seed", seed, 0)
     outs = [out_dim] * len(dims) if isinstance(out_dim, numbers.Integral) else list(out_dim)
     if len(outs) != len(dims):
         raise ValueError(f"out_dim has {len(outs)} entries for {len(dims)} parts")

@@ -1,157 +1,24 @@
-"""Tensor pooling X = (1/N) sum_n w_n^r (phi_n - mu)^(x)r (HoT supplement), r = 2 (SO) or 3 (TO),
-packing of unique entries, and fast packed EPN descriptors that never form the d^3 tensor."""
+"""The pooling engine (numpy): X = (1/N) sum_n w_n^r (phi_n - mu)^(x)r (docs/method.md "Stage 2"),
+r = 2 (SO) or 3 (TO), and fast packed EPN descriptors of whole batches of videos that never form
+the d^3 tensor. Its torch face, differentiable in the weights, is pooling/differentiable.py."""
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import math
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from torch import nn
-
-from pipeline.pooling.epn import (SPECTRUM_NORMS, SpectralFunction, _core_apply_reconstruct, apply_spectral,
-                          epn_so_torch, epn_to_torch, make_epn, resolve_epn, snap_tol, stable_eigh)
+from pipeline.pooling.epn import SpectralFunction, apply_spectral, resolve_epn, snap_tol
+from pipeline.pooling.packing import (check_order, pair_offsets, n_unique, pack_indices,
+                                      pack_weights)
+from pipeline.pooling.threads import Scratch, blas_threads, run_all, scratch_buffers
 
 log = logging.getLogger(__name__)
 
-__all__ = ["epn_phi_torch", "SpectralPowerNorm", "ORDERS", "n_unique", "descriptor_flops", "pack_indices", "pack", "unpack",
-           "pack_weights", "frobenius_scale", "pool", "hot_descriptor", "hot_descriptors"]
-
-ORDERS = (2, 3)
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """x (N, d) with each row divided by its l2 norm, whatever its scale (rows of zeros stay
-    zero): each row is first scaled by a power of two (exact) to max |x| in [0.5, 1), so the
-    norm neither underflows nor overflows."""
-    _, e = np.frexp(np.abs(x).max(axis=1, keepdims=True))
-    y = np.ldexp(x, -e)
-    norm = np.linalg.norm(y, axis=1, keepdims=True)
-    return np.divide(y, norm, out=np.zeros_like(y), where=norm > 0)
-
-
-def _check_order(order: int) -> None:
-    if order not in ORDERS:
-        raise ValueError(f"order={order!r} must be one of {ORDERS} (SO, TO)")
-
-
-def _check_dim(d: int) -> None:
-    if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < 1:
-        raise ValueError(f"d={d!r} must be an integer >= 1")
-
-
-def n_unique(d: int, order: int) -> int:
-    """Number of unique entries: d(d+1)/2 (SO), d(d+1)(d+2)/6 (TO)."""
-    _check_dim(d)
-    _check_order(order)
-    return math.comb(d + order - 1, order)
-
-
-# --------------------------------------------------------------------------------------------
-# packing: the fixed order is lexicographic over i <= j (SO) and i <= j <= k (TO)
-# --------------------------------------------------------------------------------------------
-def _pair_offsets(d: int) -> np.ndarray:
-    """off[y] = number of pairs (y', z), y' <= z, with y' < y: row y's start in SO pack order."""
-    return np.concatenate([[0], np.cumsum(d - np.arange(d))])
-
-
-@functools.lru_cache(maxsize=32)
-def pack_indices(d: int, order: int) -> tuple[np.ndarray, ...]:
-    """Index arrays (i, j[, k]) of the unique entries, each (n_unique,) int64, read-only.
-
-    Order: lexicographic over i <= j (= np.triu_indices(d)) for SO and over i <= j <= k for TO;
-    for TO the entries with a fixed i are the SO pairs (j, k) with j >= i, a suffix of SO order.
-    """
-    _check_dim(d)
-    _check_order(order)
-    I2, J2 = np.triu_indices(d)
-    if order == 2:
-        out = (I2.astype(np.int64), J2.astype(np.int64))
-    else:
-        off = _pair_offsets(d)
-        I3 = np.concatenate([np.full(off[-1] - off[i], i) for i in range(d)])
-        J3 = np.concatenate([I2[off[i]:] for i in range(d)])
-        K3 = np.concatenate([J2[off[i]:] for i in range(d)])
-        out = (I3.astype(np.int64), J3.astype(np.int64), K3.astype(np.int64))
-    for a in out:
-        a.flags.writeable = False
-    return out
-
-
-def _infer_order(X, order: int | None) -> int:
-    if order is None:
-        order = X.ndim
-    _check_order(order)
-    if X.ndim < order or len(set(X.shape[-order:])) != 1:
-        raise ValueError(f"X has shape {tuple(X.shape)}; expected (..., d{', d' * (order - 1)})")
-    return order
-
-
-def pack(X, order: int | None = None):
-    """Unique entries of a (super-)symmetric X (..., d, d[, d]) -> (..., n_unique).
-
-    order: 2 or 3; default X.ndim (no batch axes). numpy or torch (differentiable gather).
-    """
-    order = _infer_order(X, order)
-    idx = pack_indices(X.shape[-1], order)
-    if isinstance(X, torch.Tensor):
-        idx = tuple(torch.from_numpy(np.array(a)).to(X.device) for a in idx)
-    return X[(..., *idx)]
-
-
-def unpack(v, d: int, order: int):
-    """Exact inverse of pack: v (..., n_unique) -> (..., d, d[, d]) symmetric. numpy or torch."""
-    idx = pack_indices(d, order)
-    if v.shape[-1] != len(idx[0]):
-        raise ValueError(f"v has {v.shape[-1]} entries on its last axis; d={d}, order={order} "
-                         f"needs {len(idx[0])}")
-    shape = tuple(v.shape[:-1]) + (d,) * order
-    if isinstance(v, torch.Tensor):
-        idx = tuple(torch.from_numpy(np.array(a)).to(v.device) for a in idx)
-        out = v.new_zeros(shape)
-    else:
-        out = np.zeros(shape, dtype=np.asarray(v).dtype)
-    perms = [(0, 1), (1, 0)] if order == 2 else \
-        [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]
-    for p in perms:
-        out[(..., *(idx[a] for a in p))] = v
-    return out
-
-
-@functools.lru_cache(maxsize=32)
-def _pack_weights(d: int, order: int) -> np.ndarray:
-    idx = pack_indices(d, order)
-    if order == 2:
-        w = np.where(idx[0] == idx[1], 1.0, 2.0)
-    else:
-        i, j, k = idx
-        distinct = 1 + (i != j).astype(int) + (j != k).astype(int)  # sorted: i <= j <= k
-        w = np.array([0.0, 1.0, 3.0, 6.0])[distinct]
-    w.flags.writeable = False
-    return w
-
-
-def pack_weights(d: int, order: int) -> np.ndarray:
-    """Multiplicities (n_unique,) float64: SO 1 (diagonal) / 2; TO 1 / 3 / 6 (distinct indices).
-
-    sum(w * pack(X) * pack(Y)) == <X, Y>_F for symmetric X, Y.
-    """
-    return _pack_weights(d, order)
-
-
-def frobenius_scale(packed, d: int, order: int):
-    """packed (..., n_unique) * sqrt(pack_weights): plain dot products become <X, Y>_F."""
-    s = np.sqrt(pack_weights(d, order))
-    if isinstance(packed, torch.Tensor):
-        return packed * torch.as_tensor(s, dtype=packed.dtype, device=packed.device)
-    return packed * s.astype(np.result_type(packed.dtype, np.float32), copy=False)
+__all__ = ["descriptor_flops", "pool", "hot_descriptor", "hot_descriptors"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,7 +55,7 @@ def pool(phi, order: int, weights=None, center: bool = False):
     phi: (N, d) (or (..., N, d)), numpy or torch (differentiable). weights: (N,) >= 0, default
     ones. center: mu = the unweighted mean of phi over windows (ours), else mu = 0.
     """
-    _check_order(order)
+    check_order(order)
     if phi.ndim < 2:
         raise ValueError(f"phi has shape {tuple(phi.shape)}; expected (N, d)")
     psi, a = _prepare(phi, order, weights, center)
@@ -207,46 +74,10 @@ _BLOCK = 8  # rows per block in the reconstruction (fastest at d=128, k=64)
 _STACK_BYTES = 32 << 20  # (ours) videos are stacked into one computation up to ~32 MiB of work
 
 
-class _Scratch:
-    """Work arrays reused from call to call for the big intermediates (ours): freshly mapped
-    memory costs a page fault per 4 KiB, and unmapping it stalls every thread of the process;
-    depending on the allocator's state that churn made threaded batches run at one-core speed.
-    One per computation running at a time; free ones wait in _FREE_SCRATCH. Buffers grow to
-    the largest stack's needs (about _STACK_BYTES, see _stacks) and are kept."""
-
-    def __init__(self) -> None:
-        self._bufs: dict[str, np.ndarray] = {}
-
-    def array(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-        """An uninitialised C-contiguous array of shape and dtype, on buffer `name`."""
-        dtype = np.dtype(dtype)
-        nbytes = math.prod(shape) * dtype.itemsize
-        buf = self._bufs.get(name)
-        if buf is None or buf.size < nbytes:
-            buf = self._bufs[name] = np.empty(nbytes, dtype=np.uint8)
-        return buf[:nbytes].view(dtype).reshape(shape)
-
-
-_FREE_SCRATCH: list[_Scratch] = []  # list.pop and list.append are atomic
-
-
-@contextlib.contextmanager
-def _scratch():
-    """A _Scratch for the duration of one computation, back on the free list after."""
-    try:
-        scratch = _FREE_SCRATCH.pop()
-    except IndexError:
-        scratch = _Scratch()
-    try:
-        yield scratch
-    finally:
-        _FREE_SCRATCH.append(scratch)
-
-
 @functools.lru_cache(maxsize=16)
 def _triple_offsets(d: int) -> np.ndarray:
     """off3[x] = position of the first TO entry (x, x, x) in pack order; d + 1 entries."""
-    off2 = _pair_offsets(d)
+    off2 = pair_offsets(d)
     return np.concatenate([[0], np.cumsum(off2[-1] - off2[:-1])])
 
 
@@ -255,7 +86,7 @@ def _pair_major_index(k: int) -> np.ndarray:
     """Flat positions of the TO pack-order entries (i, j, l) in a (k(k+1)/2, k) array indexed
     [SO pack position of (j, l), i]: (off2[j] + l - j) k + i."""
     i, j, l = pack_indices(k, 3)
-    flat = (_pair_offsets(k)[j] + l - j) * k + i
+    flat = (pair_offsets(k)[j] + l - j) * k + i
     flat.flags.writeable = False
     return flat
 
@@ -265,7 +96,7 @@ def _full_to_packed(k: int) -> np.ndarray:
     """(k, k, k) int64: the pack-order position of every entry of a super-symmetric tensor."""
     s = np.sort(np.stack(np.meshgrid(*(np.arange(k),) * 3, indexing="ij")), axis=0)
     i, j, l = s
-    off2 = _pair_offsets(k)
+    off2 = pair_offsets(k)
     pos = _triple_offsets(k)[i] + off2[j] - off2[i] + (l - j)
     pos.flags.writeable = False
     return pos
@@ -303,7 +134,7 @@ def _reconstruct_flops(d: int, k: int, block: int = _BLOCK) -> int:
 
 def _reconstruct_pack_to(core_hat: np.ndarray, U: np.ndarray, block: int = _BLOCK, *,
                          out: np.ndarray | None = None,
-                         scratch: _Scratch | None = None) -> np.ndarray:
+                         scratch: Scratch | None = None) -> np.ndarray:
     """pack(core_hat x1 U x2 U x3 U) for super-symmetric core_hat (..., k, k, k), U (..., d, k).
 
     Three GEMM stages (by super-symmetry the mode order is free), over row blocks
@@ -318,7 +149,7 @@ def _reconstruct_pack_to(core_hat: np.ndarray, U: np.ndarray, block: int = _BLOC
     k = core_hat.shape[-1]
     batch, d = U.shape[:-2], U.shape[-2]
     dtype = core_hat.dtype
-    scratch = _Scratch() if scratch is None else scratch
+    scratch = Scratch() if scratch is None else scratch
     flat, size = _tile_index(d, block)
     T1 = np.matmul(U[..., None, :, :], core_hat,
                    out=scratch.array("T1", (*batch, k, d, k), dtype))  # (..., b, y, a)
@@ -338,22 +169,33 @@ def _reconstruct_pack_to(core_hat: np.ndarray, U: np.ndarray, block: int = _BLOC
 
 
 def _range_basis(psi: np.ndarray):
-    """(Q, Y): psi = Y Q^T to rounding, Q (..., d, k) orthonormal, Y (..., N, k), from the thin
-    SVD psi = W S V^T (Q = V, Y = W S) of windows scaled to max |phi| < 1 (hot_descriptors).
+    """(Q, Y): psi = Y Q^T to rounding, Q (..., d, k) orthonormal, Y (..., N, k), from the
+    eigendecomposition of the Gram matrix of windows scaled to max |phi| < 1 (hot_descriptors):
+    psi psi^T = W diag(s^2) W^T (N <= d; Q from a QR of psi^T W) or psi^T psi = V diag(s^2) V^T
+    (N > d; Q = V), formed in float64, then Y = psi Q.
 
-    Rank-revealing for every N (ours): a singular value <= max(N, d) eps max(s_1, 1) (numpy's
-    matrix_rank tolerance, never below the rounding of centring such windows) counts as zero and
-    its column of Y is set to exact zeros; k is the largest numerical rank of the stack (>= 1).
-    All of X lives in span(psi_n), so the EPN is solved in k dimensions and lifted back with Q;
-    the null directions of X are exact zeros (g(0) = 0), never rounding noise that g would
-    inflate (Gamma: (1e-16)^0.1 = 0.03).
+    Rank-revealing for every N (ours): a direction counts as zero when s <= max(N, d) eps
+    max(s_1, 1) (numpy's matrix_rank tolerance in psi's precision, never below the rounding of
+    centring such windows) or s^2 <= max(N, d) eps64 s_1^2 (what a float64 Gram matrix can
+    resolve); its column of Y is set to exact zeros; k is the largest numerical rank of the stack
+    (>= 1). All of X lives in span(psi_n), so the EPN is solved in k dimensions and lifted back
+    with Q; the null directions of X are exact zeros (g(0) = 0), never rounding noise that g would
+    inflate (Gamma: (1e-16)^0.1 = 0.03). The Gram route replaces a thin SVD (same tolerance in
+    psi's precision), about 4x its speed at N = 64, d = 128 (bench_epn).
     """
     N, d = psi.shape[-2:]
-    W, S, Vt = np.linalg.svd(psi, full_matrices=False)
-    kept = S > max(N, d) * np.finfo(psi.dtype).eps * np.maximum(S[..., :1], 1.0)
+    x = psi.astype(np.float64, copy=False)
+    small = N <= d
+    lam, W = np.linalg.eigh(x @ x.mT if small else x.mT @ x)
+    lam, W = lam[..., ::-1], W[..., ::-1]                      # descending
+    top = np.maximum(lam[..., :1], 0.0)
+    tol = np.maximum((max(N, d) * np.finfo(psi.dtype).eps) ** 2 * np.maximum(top, 1.0),
+                     max(N, d) * np.finfo(np.float64).eps * top)
+    kept = lam > tol
     k = max(1, int(kept.sum(axis=-1).max()))
-    Y = W[..., :k] * np.where(kept, S, 0)[..., None, :k]
-    return np.ascontiguousarray(Vt[..., :k, :].mT), Y
+    Q = np.linalg.qr(x.mT @ W[..., :k])[0] if small else W[..., :k]
+    Y = (x @ Q) * kept[..., None, :k]
+    return np.ascontiguousarray(Q, dtype=psi.dtype), np.ascontiguousarray(Y, dtype=psi.dtype)
 
 
 def _tied(mu: np.ndarray) -> np.ndarray:
@@ -423,7 +265,7 @@ def descriptor_flops(N: int, d: int, order: int, block: int = _BLOCK) -> int:
     d k^2, reconstruction _reconstruct_flops (~ k^3 d + k^2 d^2 / 2 + k d^3 / 6).
     Entry-wise work (g, gathers, Hadamard products) is not counted.
     """
-    _check_order(order)
+    check_order(order)
     k = min(N, d)
     lapack = 6 * max(N, d) * k * k + 20 * k ** 3 + 9 * k ** 3  # SVD, eigh
     lift = d * k * k  # U = Q V
@@ -437,7 +279,7 @@ def descriptor_flops(N: int, d: int, order: int, block: int = _BLOCK) -> int:
 
 def _check_phi(phi) -> np.ndarray:
     if isinstance(phi, torch.Tensor):
-        raise TypeError("hot_descriptor takes numpy arrays; use tensor_pool.SpectralPowerNorm for torch")
+        raise TypeError("hot_descriptor takes numpy arrays; the torch face is pooling.differentiable.hot_descriptor_torch")
     phi = np.asarray(phi)
     if phi.ndim != 2 or phi.shape[0] < 1 or phi.shape[1] < 1:
         raise ValueError(f"phi has shape {phi.shape}; expected (N, d) with N, d >= 1")
@@ -463,69 +305,6 @@ def hot_descriptor(phi, *, order: int, epn: str | SpectralFunction = "maxexp",
     return hot_descriptors([phi], order=order, epn=epn, epn_params=epn_params,
                            spectrum_norm=spectrum_norm,
                            weights=None if weights is None else [weights], center=center)[0]
-
-
-@functools.cache
-def _blas_controller():
-    """threadpoolctl's handle on the loaded BLAS libraries (numpy's), made once (~15 ms)."""
-    from threadpoolctl import ThreadpoolController  # a dependency of scikit-learn
-
-    return ThreadpoolController().select(user_api="blas")
-
-
-@functools.lru_cache(maxsize=None)
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """A lasting pool of helper threads: fresh threads would redo BLAS's per-thread setup."""
-    return ThreadPoolExecutor(workers, thread_name_prefix="hot_descriptors")
-
-
-_THREADED = threading.Lock()  # held while a batch runs on threads with BLAS limited
-
-
-def _after_fork_in_child() -> None:
-    global _THREADED
-    _pool.cache_clear()  # a forked child has none of the parent's threads
-    _THREADED = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _blas_threads() -> int:
-    return max((lib["num_threads"] for lib in _blas_controller().info()), default=1)
-
-
-def _run_all(fn: Callable[[int], None], n: int, threads: int) -> None:
-    """fn(t) for t in range(n), on min(n, threads) threads with a one-thread BLAS (ours).
-
-    Each task is many small GEMMs, LAPACK on k x k matrices and entry-wise passes, which BLAS
-    threads barely speed up; tasks at once on threads (numpy releases the GIL) use every core
-    BLAS was given (OMP_NUM_THREADS, a joblib worker's share). The calling thread takes tasks
-    too, beside threads - 1 helpers. BLAS is limited to one thread process-wide meanwhile
-    (threadpoolctl), so the threads never oversubscribe the cores; a batch started while
-    another holds that limit runs its tasks one after another.
-    """
-    if min(n, threads) <= 1 or not _THREADED.acquire(blocking=False):
-        for t in range(n):
-            fn(t)
-        return
-    tasks = iter(range(n))  # shared: next() on it is atomic under the GIL
-
-    def drain() -> None:
-        for t in tasks:
-            fn(t)
-
-    try:
-        with _blas_controller().limit(limits=1):
-            helpers = [_pool(threads - 1).submit(drain) for _ in range(min(n, threads) - 1)]
-            try:
-                drain()
-            finally:  # helpers finish (or fail) before the BLAS limit is lifted
-                for helper in helpers:
-                    helper.result()
-    finally:
-        _THREADED.release()
 
 
 def _stacks(n_windows: list[int], d: int, itemsize: int, threads: int) -> list[tuple[int, int]]:
@@ -559,14 +338,14 @@ def hot_descriptors(phis: Sequence[np.ndarray], *, order: int,
     video is first scaled by a power of two (exact) so that no power of phi leaves that range,
     and the spectrum norm undoes it (spectrum_norm='sum' is scale-free).
     Consecutive videos with equal N are stacked into shared numpy calls, and stacks run on as
-    many threads as BLAS has (_stacks, _run_all); rows equal lone hot_descriptor calls to
+    many threads as BLAS has (_stacks, run_all); rows equal lone hot_descriptor calls to
     rounding (BLAS sums in another order with another thread count).
     Degenerate videos (ours) are named (by `names`, else their index): a warning for an all-zero
     descriptor
     (nothing to pool) and for TO ties (_tied: the result depends on eigh's basis), a
     ValueError for a descriptor that leaves the dtype's range.
     """
-    _check_order(order)
+    check_order(order)
     phis = [_check_phi(p) for p in phis]
     if not phis:
         raise ValueError("phis is empty; expected a list of (N, d) arrays")
@@ -587,7 +366,7 @@ def hot_descriptors(phis: Sequence[np.ndarray], *, order: int,
     fns = {N: resolve_epn(epn, epn_params, n_windows=N) for N in set(n_windows)}
     out = np.empty((len(phis), n_unique(d, order)), dtype=dtype)
     tied = np.zeros(len(phis), dtype=bool)
-    threads = _blas_threads()
+    threads = blas_threads()
     stacks = _stacks(n_windows, d, out.itemsize, threads)
 
     def run(s: int) -> None:
@@ -600,11 +379,11 @@ def hot_descriptors(phis: Sequence[np.ndarray], *, order: int,
         unit = np.ldexp(np.ones((b1 - b0, 1), dtype), -order * e[:, None])
         w = None if weights is None else np.stack(weights[b0:b1])
         psi, a = _prepare(phi, order, w, center)
-        with _scratch() as scratch:
+        with scratch_buffers() as scratch:
             tied[b0:b1] = _DESCRIPTORS[order](psi, a, fns[n_windows[b0]], spectrum_norm, unit,
                                               out[b0:b1], scratch)
 
-    _run_all(run, len(stacks), threads)
+    run_all(run, len(stacks), threads)
     _check_descriptors(out, tied, order=order, center=center, spectrum_norm=spectrum_norm,
                        names=names)
     return out
@@ -637,77 +416,3 @@ def _check_descriptors(out: np.ndarray, tied: np.ndarray, *, order: int, center:
         log.warning("TO EPN of %s depends on the eigenbasis: X_(1) X_(1)^T has tied nonzero "
                     "eigenvalues, and the HOSVD core in their eigenspace depends on the basis eigh "
                     "picks (the descriptor does not rotate with the windows)", which(tied))
-
-
-# --------------------------------------------------------------------------------------------
-# differentiable pooling + EPN (torch): the layer the learned stage 2 trains through
-# --------------------------------------------------------------------------------------------
-def epn_phi_torch(phi: torch.Tensor, order: int, fn: SpectralFunction, spectrum_norm: str = "sum",
-                  weights: torch.Tensor | None = None, center: bool = False) -> torch.Tensor:
-    """Differentiable EPN of X = (1/N) sum_n w_n^r psi_n^(x)r from phi (..., N, d) directly.
-
-    Returns (..., d, d) for order 2, (..., d, d, d) for order 3. For TO, U comes from the Gram
-    route of METHOD.md: X_(1) X_(1)^T = Psi^T A (G o G) A Psi with G = Psi Psi^T, A = diag(a),
-    and the core is sum_n a_n (U^T psi_n)^(x)3 over the top k = min(N, d) eigenvectors (X is
-    zero outside span(psi_n)) -- no d^4 work. weights: (..., N) >= 0.
-    """
-    psi, a = _prepare(phi, order, weights, center)
-    if order == 2:
-        return epn_so_torch(psi.mT @ (a.unsqueeze(-1) * psi), fn, spectrum_norm)
-    if order != 3:
-        raise ValueError(f"order={order} must be 2 or 3")
-    G = psi @ psi.mT
-    C = a.unsqueeze(-1) * G * G * a.unsqueeze(-2)
-    _, U = stable_eigh(psi.mT @ C @ psi)
-    # X lives in span(psi_n): keep the top k = min(N, d) eigenvectors; the rest see exact zeros
-    U = U[..., : min(psi.shape[-2], psi.shape[-1])]
-    Z = psi @ U
-    core = torch.einsum("...n,...ni,...nj,...nk->...ijk", a, Z, Z, Z)
-    return _core_apply_reconstruct(core, U, fn, spectrum_norm)
-
-
-_TORCH_EPN = {2: epn_so_torch, 3: epn_to_torch}  # order -> differentiable EPN of a pooled X
-
-
-class SpectralPowerNorm(nn.Module):
-    """Pool + EPN (+ pack) as a layer: phi (B, N, d) -> (B, n_unique), differentiable (HoT).
-
-    order: 2 (SO) or 3 (TO). epn, **epn_params: see EPN / make_epn (eta='N' uses N of the input).
-    input: "phi" (phi (B, N, d), optional weights (B, N) in forward) or "tensor" (X (B, d, d) or
-    (B, d, d, d); pass n_windows to forward when eta='N'). pack: return the unique entries in
-    tensor_pool.pack order; frobenius: scale them so dot products are Frobenius inner products.
-    """
-
-    def __init__(self, order: int = 2, epn: str = "maxexp", *, spectrum_norm: str = "sum",
-                 center: bool = False, input: str = "phi", pack: bool = True,
-                 frobenius: bool = True, **epn_params: Any):
-        super().__init__()
-        if order not in _TORCH_EPN:
-            raise ValueError(f"order={order} must be 2 or 3")
-        if input not in ("phi", "tensor"):
-            raise ValueError(f"input={input!r} must be 'phi' or 'tensor'")
-        if spectrum_norm not in SPECTRUM_NORMS:
-            raise ValueError(f"spectrum_norm={spectrum_norm!r} is unknown; known: "
-                             f"{', '.join(SPECTRUM_NORMS)}")
-        self.order, self.input, self.spectrum_norm = order, input, spectrum_norm
-        self.center, self.pack, self.frobenius = center, pack, frobenius
-        self.fn = make_epn(epn, **epn_params)
-
-    def extra_repr(self) -> str:
-        return (f"order={self.order}, epn={self.fn.name}, params={self.fn.param_dict}, "
-                f"spectrum_norm={self.spectrum_norm!r}, input={self.input!r}")
-
-    def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None,
-                n_windows: int | None = None) -> torch.Tensor:
-        if self.input == "phi":
-            if x.ndim < 2:
-                raise ValueError(f"phi has shape {tuple(x.shape)}; expected (..., N, d)")
-            fn = self.fn.resolve(x.shape[-2])
-            out = epn_phi_torch(x, self.order, fn, self.spectrum_norm, weights, self.center)
-        else:
-            out = _TORCH_EPN[self.order](x, self.fn.resolve(n_windows), self.spectrum_norm)
-        if not self.pack:
-            return out
-        packed = pack(out, self.order)
-        d = out.shape[-1]
-        return frobenius_scale(packed, d, self.order) if self.frobenius else packed

@@ -12,7 +12,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from pipeline.pooling.epn import EPN, SPECTRUM_NORMS, make_epn
 from pipeline.pooling.sketch import CountSketch
-from pipeline.pooling.tensor_pool import ORDERS, frobenius_scale, hot_descriptors, n_unique
+from pipeline.pooling.packing import ORDERS, frobenius_scale, n_unique
+from pipeline.pooling.tensor_pool import hot_descriptors
 
 log = logging.getLogger(__name__)
 

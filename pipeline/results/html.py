@@ -27,6 +27,9 @@ th { background: #e8eef4; text-align: center; }
 td { text-align: right; font-variant-numeric: tabular-nums; }
 td:first-child, th:first-child { text-align: left; }
 tr:nth-child(even) td { background: #f6f8fa; }
+tr.best td { font-weight: 600; background: #e3f1e3; }
+tr.noise td { background: #fff6d8; }
+tr.worse td { color: #666; }
 figure { margin: 1em 0; }
 figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { color: #555; font-size: 13px; }
@@ -42,8 +45,18 @@ def _is_rule(line: str) -> bool:
     return all(set(cell) <= set("-: ") and "-" in cell for cell in _cells(line))
 
 
+MARKS = {"best": "best", "within noise": "noise", "worse": "worse"}   # tables.row_statistics
+
+
+def _row_tag(cells: list[str]) -> str:
+    """<tr>, with a class when a cell holds a results table's mark (best / within noise / worse)."""
+    mark = next((MARKS[c] for c in cells if c in MARKS), None)
+    return f'<tr class="{mark}">' if mark else "<tr>"
+
+
 def markdown_to_html(text: str) -> str:
-    """Pipe tables -> <table> (first row the header, the |---| rule dropped); lines starting
+    """Pipe tables -> <table> (first row the header, the |---| rule dropped; a row marked "best",
+    "within noise" or "worse" gets that class: bold, shaded, greyed); lines starting
     with "- " -> <ul>; other paragraphs (split on blank lines) -> <p>. Text is HTML-escaped."""
     out, lines, i = [], text.splitlines(), 0
     while i < len(lines):
@@ -60,8 +73,8 @@ def markdown_to_html(text: str) -> str:
                 parts.append("<thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in _cells(head))
                              + "</tr></thead>")
             parts.append("<tbody>" + "".join(
-                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(row)) + "</tr>"
-                for row in body) + "</tbody></table>")
+                _row_tag(_cells(row)) + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(row))
+                + "</tr>" for row in body) + "</tbody></table>")
             out.append("".join(parts))
         elif line.startswith("- "):
             items = []

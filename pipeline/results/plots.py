@@ -252,13 +252,3 @@ def plot_window_attention(frames, starts, lengths, weights, path: str | os.PathL
             _overlay(fig.add_subplot(grid[2, col]), frames[middle], maps[i],
                      f"frames {starts[i]}-{starts[i] + spans[i] - 1}, w={weights[i]:.3f}")
     return _save(fig, path)
-
-
-def plot_spatial_attention(frame, attention, path: str | os.PathLike, *, title: str = "") -> Path:
-    """One frame (H, W, 3) uint8 with a spatial attention map (h, w) overlaid as a heatmap."""
-    frame, attention = np.asarray(frame), np.asarray(attention)
-    if frame.ndim != 3 or frame.shape[-1] != 3 or attention.ndim != 2:
-        raise ValueError(f"frame {frame.shape} must be (H, W, 3) and attention {attention.shape} (h, w)")
-    fig = _figure(5, 5 * frame.shape[0] / frame.shape[1] + 0.4)
-    _overlay(fig.add_subplot(), frame, attention, title)
-    return _save(fig, path)

@@ -7,210 +7,40 @@ no stage runs; only the ledger, the trained models' weights.h5 and one video's f
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import logging
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable
 
 import h5py
 import numpy as np
 
-from pipeline.core.cache import atomic_path, canonical, item_path
-from pipeline.pooling.settings import DescriptorConfig
-from pipeline.learn.settings import EvaluateConfig, TrainConfig
+from pipeline.core.cache import atomic_path
+from pipeline.learn.settings import EvaluateConfig
 from pipeline.extract.settings import ExtractConfig
-from pipeline.datasets import DATASETS, DatasetError
 from pipeline.pooling.epn import EPN
-from pipeline.learn.evaluate import EPN_NAMES, ledger_of
+from pipeline.learn.naming import EPN_NAMES
+from pipeline.learn.scoring import ledger_of
 from pipeline.results.html import write_html_report
-from pipeline.results.ledger import latest
 from pipeline.results.plots import (plot_confusion, plot_group_attention, plot_per_class, plot_sweep,
                             plot_window_attention)
-from pipeline.results.tables import natural_key, paper_table
+from pipeline.results.stats import format_interval
+from pipeline.results.tables import paper_table, row_statistics
+from pipeline.results.configurations import (Configuration, _epn_params, _numeric, _without, best,
+                                             configurations, dataset_identity, newest, sweep_lines,
+                                             trained_models)
+from pipeline.results.frames import thumbnails, window_positions
 
 log = logging.getLogger(__name__)
 
 REPORT_DIR = "report"                  # <cache_root>/report/<dataset identity>/
 IMAGES_DIR = "images"                  # the PNGs the HTML embeds, kept beside it
-THUMB_HEIGHT = 96                      # px; the frame strip shows frames about this high
-ALL_FRAMES_BYTES = 64 << 20            # keep every decoded thumbnail up to this size, else only
                                        # the strip's (the rest stay untouched zero pages)
 SKETCH_DIM = "d\u2032 (sketch_dim)"
-SECTIONS = {"extract": ExtractConfig, "descriptors": DescriptorConfig,
-            "evaluate": EvaluateConfig, "train": TrainConfig}
 # Fields that choose videos or splits change the results although they are not cache-key material;
 # every other non-key field (where output goes, how fast it runs, the row's name) does not.
-SELECTING = {"dataset_options", "parts", "groups"}
-IGNORED = {f"{section}.{f.name}" for section, cls in SECTIONS.items()
-           for f in dataclasses.fields(cls)
-           if not f.metadata.get("key", True) and f.name not in SELECTING}
-
-
-def dataset_identity(ecfg: ExtractConfig) -> str:
-    """The folder name of the dataset's caches (`Dataset.identity`), without building the dataset
-    (building the synthetic one would generate it): the registered name, or "folder-<name>"."""
-    key = ecfg.dataset.lower()
-    if key not in DATASETS:
-        raise DatasetError(f"dataset={ecfg.dataset!r} is unknown; choose one of {sorted(DATASETS)}")
-    cls = DATASETS[key]
-    if cls.name != "folder":
-        return cls.name
-    name = ecfg.dataset_options.get("name")
-    if not name and ecfg.root is None:
-        raise DatasetError("dataset=folder: give root= (or dataset_options={'name': ...}) to name "
-                           "the dataset whose report to make")
-    return f"folder-{name or Path(ecfg.root).expanduser().resolve().name}"
-
-
-@dataclasses.dataclass
-class Configuration:
-    """One configuration's latest record per split, with its mean score over those splits."""
-
-    key: str
-    records: list[dict]
-
-    @property
-    def config(self) -> dict:
-        return self.records[-1]["config"]
-
-    @property
-    def method(self) -> str:
-        return str(self.records[-1]["method"])
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean([r["score"] for r in self.records]))
-
-    @property
-    def cache(self) -> dict:
-        return dict(self.records[-1].get("cache") or {})
-
-    @property
-    def attention(self) -> str | None:
-        """The trained attention (train records), None for an evaluated descriptor."""
-        return (self.config.get("train") or {}).get("attention")
-
-
-def configurations(records: list[dict]) -> list[Configuration]:
-    """The ledger's records grouped per configuration (config_key), latest record per split,
-    splits in natural order, configurations in order of first appearance."""
-    groups: dict[str, list[dict]] = {}
-    for r in latest(records):
-        groups.setdefault(r["config_key"], []).append(r)
-    return [Configuration(key, sorted(recs, key=lambda r: natural_key(r["split"])))
-            for key, recs in groups.items()]
-
-
-def best(configs: list[Configuration]) -> Configuration:
-    """The highest mean score among the configurations scored on the most splits (a row that
-    lacks splits cannot win on a lucky subset); the earliest on a tie."""
-    most = max(len(c.records) for c in configs)
-    return max((c for c in configs if len(c.records) == most), key=lambda c: c.mean)
-
-
-def settings(config: dict) -> dict[str, str]:
-    """"section.field" -> canonical JSON of its value, for the fields that change a result; EPN
-    parameters with their defaults filled in ({} and {"eta": "N"} are the same MaxExp)."""
-    out = {f"{section}.{name}": json.dumps(canonical(value), sort_keys=True)
-           for section, fields in config.items() if isinstance(fields, dict)
-           for name, value in fields.items() if f"{section}.{name}" not in IGNORED}
-    if config.get("descriptors", {}).get("epn") in EPN:
-        out["descriptors.epn_params"] = json.dumps(canonical(_epn_params(config)), sort_keys=True)
-    return out
-
-
-def family(config: dict) -> str:
-    """A paper-style name of a configuration's kind, without the swept values: "SO+MaxExp",
-    "TO (no EPN)+IDT", "first-order", with the head or the trained attention."""
-    d, v, t = config.get("descriptors", {}), config.get("evaluate", {}), config.get("train")
-    order = d.get("order", 2)
-    if order == 1:
-        name = "first-order"
-    else:
-        name = {2: "SO", 3: "TO"}.get(order, f"order {order}")
-        epn = d.get("epn")
-        name += " (no EPN)" if epn == "none" else f"+{EPN_NAMES.get(epn, epn)}"
-    if t:
-        return name + ("+Att" if t.get("attention") == "hot" else f" [{t.get('attention')}]")
-    if v.get("idt") == "only":
-        return "IDT (Fisher vectors)"
-    name += "+IDT" if v.get("idt") == "on" else ""
-    return name + (f" [{v['head']}]" if v.get("head", "svm") != "svm" else "")
-
-
-def _flat(other: dict[str, str]) -> dict[str, str]:
-    """Settings with dict values spread into one entry per key ("extract.dataset_options.seed")."""
-    out = {}
-    for key, text in other.items():
-        value = json.loads(text)
-        if isinstance(value, dict) and value:
-            out.update({f"{key}.{k}": json.dumps(v, sort_keys=True) for k, v in value.items()})
-        else:
-            out[key] = text
-    return out
-
-
-def sweep_lines(configs: list[Configuration], value: Callable[[dict], Any],
-                swept: Callable[[dict], dict[str, str]]) -> dict[str, list[Configuration]]:
-    """Line label -> the configurations of one sweep line: configurations whose other settings
-    (`swept(config)`: their settings without the swept one) are equal form a line, kept when it
-    holds at least two values of `value(config)`. Labels: the family ("SO+MaxExp"), plus the
-    settings in which lines of the same family differ ("seed=1")."""
-    groups: dict[str, list[Configuration]] = {}
-    others: dict[str, dict[str, str]] = {}
-    for c in configs:
-        other = swept(c.config)
-        sig = json.dumps(other, sort_keys=True)
-        groups.setdefault(sig, []).append(c)
-        others[sig] = _flat(other)
-    lines = {sig: cs for sig, cs in groups.items()
-             if len({json.dumps(canonical(value(c.config))) for c in cs}) >= 2}
-    families: dict[str, list[str]] = {}
-    for sig, cs in lines.items():
-        families.setdefault(family(cs[0].config), []).append(sig)
-    out: dict[str, list[Configuration]] = {}
-    for name, sigs in families.items():
-        fields = sorted({k for sig in sigs for k in others[sig]})
-        differ = [k for k in fields if len({others[sig].get(k) for sig in sigs}) > 1]
-        for sig in sigs:
-            shown = [f"{k.split('.')[-1]}={others[sig][k]}" for k in differ if k in others[sig]]
-            label = name + (f" ({', '.join(shown[:3])}{', ...' if len(shown) > 3 else ''})"
-                            if shown else "")
-            while label in out:
-                label += "'"
-            out[label] = lines[sig]
-    return out
-
-
-def newest(configs: list[Configuration]) -> list[Configuration]:
-    """One configuration per set of settings: the most recently recorded, where a rerun under
-    another stage version or with edited splits gave the same settings a new config key."""
-    out: dict[str, Configuration] = {}
-    for c in sorted(configs, key=lambda c: max(r.get("id", 0) for r in c.records)):
-        out[json.dumps(settings(c.config), sort_keys=True)] = c
-    kept = {id(c) for c in out.values()}
-    return [c for c in configs if id(c) in kept]
-
-
-def _epn_params(config: dict) -> dict:
-    d = config["descriptors"]
-    return {**EPN[d["epn"]].defaults, **(d.get("epn_params") or {})}
-
-
-def _without(config: dict, field: str, replace: Any = None) -> dict[str, str]:
-    out = settings(config)
-    out.pop(field, None)
-    if replace is not None:
-        out[field] = json.dumps(canonical(replace), sort_keys=True)
-    return out
-
-
-def _numeric(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def sweep_plots(configs: list[Configuration], folder: Path) -> tuple[dict[str, Path], list[str]]:
@@ -289,89 +119,6 @@ def best_plots(config: Configuration, folder: Path) -> tuple[dict[str, Path], li
         images[f"per-class {record['metric']}, {config.method} ({where}), sorted"] = \
             plot_per_class(record, folder / "per_class.png")
     return images, notes
-
-
-@dataclasses.dataclass
-class Windows:
-    """Where one video's windows lie: starts, lengths, steps (n_windows,), in the order of the
-    trained model's window rows; the video's file, frame range and frame count."""
-
-    starts: np.ndarray
-    lengths: np.ndarray
-    steps: np.ndarray
-    path: Path
-    frame_range: tuple[int, int] | None
-    num_frames: int
-
-
-def window_positions(features: Path, item_id: str, groups: list[str],
-                     window_group: np.ndarray) -> Windows:
-    """The windows of a stage-1 item in the order the sketched windows (and so the trained
-    models' weights) list them: window_group (N,) indexes `groups`, and within a group the
-    windows are in the order of the group's `starts` attribute (pipeline.pooling.descriptors.read_parts).
-    Every stream and layer has the same windows, so the first part holding the groups is read."""
-    with h5py.File(item_path(features, item_id), "r") as f:
-        part = None
-
-        def find(name, obj):
-            nonlocal part
-            if part is None and isinstance(obj, h5py.Dataset) and name.endswith("/" + groups[0]):
-                part = name[: -len(groups[0]) - 1]
-        f.visititems(find)
-        if part is None:
-            raise KeyError(f"{item_path(features, item_id)} holds no window group {groups[0]}")
-        info = {g: (np.asarray(f[part][g].attrs["starts"]), int(f[part][g].attrs["length"]),
-                    int(f[part][g].attrs["step"])) for g in groups}
-        frame_range = (tuple(int(v) for v in f.attrs["frame_range"])
-                       if "frame_range" in f.attrs else None)
-        path, num_frames = Path(str(f.attrs["path"])), int(f.attrs["num_frames"])
-    seen: dict[int, int] = defaultdict(int)
-    starts, lengths, steps = [], [], []
-    for g in window_group:
-        g_starts, length, step = info[groups[int(g)]]
-        starts.append(int(g_starts[seen[int(g)]]))
-        lengths.append(length)
-        steps.append(step)
-        seen[int(g)] += 1
-    return Windows(np.array(starts), np.array(lengths), np.array(steps), path, frame_range,
-                   num_frames)
-
-
-def thumbnails(path: Path, frame_range: tuple[int, int] | None, num_frames: int) -> np.ndarray:
-    """(T, h, w, 3) uint8 frames of the video, each resized to about THUMB_HEIGHT px high, decoded
-    once. A long video keeps only the frames that plots' frame strip shows (12 bin centres); the
-    others stay zeros that are never touched, so they take no memory."""
-    import cv2
-
-    from pipeline.extract.video import VideoReader
-    frames, keep = None, None
-    count = 0
-    for i, frame in enumerate(VideoReader(path, frames=frame_range)):
-        if i >= num_frames:
-            break
-        if frames is None:
-            h = min(THUMB_HEIGHT, frame.shape[0])
-            w = max(1, round(frame.shape[1] * h / frame.shape[0]))
-            frames = np.zeros((num_frames, h, w, 3), np.uint8)
-            if frames.nbytes > ALL_FRAMES_BYTES:
-                n = min(num_frames, 12)
-                keep = set(((np.arange(n) + 0.5) * num_frames / n).astype(int).tolist())
-        if keep is None or i in keep:
-            frames[i] = cv2.resize(frame, (frames.shape[2], frames.shape[1]),
-                                   interpolation=cv2.INTER_AREA)
-        count = i + 1
-    if frames is None:
-        raise ValueError(f"{path}: no frame decoded")
-    return frames[:count]
-
-
-def trained_models(configs: list[Configuration]) -> dict[str, Configuration]:
-    """Attention kind -> its best trained configuration whose weights are still on disk."""
-    kinds: dict[str, list[Configuration]] = defaultdict(list)
-    for c in configs:
-        if c.attention and c.attention != "none" and c.cache.get("train"):
-            kinds[c.attention].append(c)
-    return {kind: best(cs) for kind, cs in sorted(kinds.items(), key=lambda kv: kv[0] != "hot")}
 
 
 def _weights(model: Configuration, split: str) -> Path:
@@ -464,6 +211,23 @@ def window_plot(model: Configuration, split: str, video: str, folder: Path, *,
                                        f"{video}")
 
 
+def within_noise(top: Configuration, configs: list[Configuration]) -> str:
+    """A sentence naming the configurations of top's protocol and metric that a paired test does
+    not distinguish from it (tables.row_statistics: p >= 0.05), with top's 95% interval."""
+    kind = (top.records[0]["protocol"], top.records[0]["metric"])
+    rows = {c.key: c.records for c in configs
+            if (c.records[0]["protocol"], c.records[0]["metric"]) == kind}
+    stats = row_statistics(rows)
+    names = {c.key: c.method for c in configs}
+    tied = [names[k] for k, s in stats.items() if s["mark"] == "within noise"]
+    ci = stats[top.key]["ci"]
+    head = f"95% CI {format_interval(ci)}; " if ci is not None else ""
+    if not tied:
+        return head + "every other configuration is significantly worse (p < 0.05) or untested."
+    return head + (f"within noise of it (paired p >= 0.05): {', '.join(tied[:12])}"
+                   + (f" and {len(tied) - 12} more" if len(tied) > 12 else "") + ".")
+
+
 def configurations_table(configs: list[Configuration], cache_root: Path, fmt: str) -> str:
     """Each configuration with its mean, its config key and its cache folders (traceability)."""
     def where(c: Configuration) -> str:
@@ -544,7 +308,9 @@ def write_report(ecfg: ExtractConfig, vcfg: EvaluateConfig, *, video: str | None
     summary = [f"Built from the results ledger {ledger.path}: {len(records)} records, "
                f"{len(configs)} configurations; nothing was recomputed.",
                f"Best configuration (mean over {len(top.records)} splits): {top.method}, "
-               f"{100 * top.mean:.2f}%, config key {top.key[:12]}.", ""]
+               f"{100 * top.mean:.2f}%, config key {top.key[:12]}. {within_noise(top, configs)}",
+               "Every table row carries its 95% interval and paired p-values against the "
+               "first-order row and the best row (docs/statistics.md).", ""]
     summary += [f"- {note}" for note in notes]
     return write_html_report(out / "report.html", title=f"{identity}: results", tables=tables,
                              images=images, notes="\n".join(summary))

@@ -26,7 +26,8 @@ from pipeline.learn.settings import EvaluateConfig, TrainConfig
 from pipeline.extract.settings import ExtractConfig
 from pipeline.core.settings import parse_overrides
 from pipeline.pooling.descriptors import compute_descriptors
-from pipeline.learn.evaluate import evaluate, ledger_of
+from pipeline.learn.evaluate import evaluate
+from pipeline.learn.scoring import ledger_of
 from pipeline.idt.settings import IDTConfig
 from pipeline.results.tables import paper_table
 from pipeline.learn.train import train
@@ -88,7 +89,7 @@ def run_sweep(grid: str | Path, argv: list[str]) -> tuple[str, list[dict]]:
         names[results["config_key"]] = name
         summaries.append({"name": name, "mean": float(np.mean(scores)),
                           "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
-                          "folder": str(folder), "row": row})
+                          "folder": str(folder), "row": row, "config_key": results["config_key"]})
         keys.append(results["config_key"])
         log.info("sweep: %s = %.2f%% (%d of %d configurations)", name,
                  100 * summaries[-1]["mean"], len(summaries), len(rows))

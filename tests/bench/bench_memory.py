@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pipeline.pooling.tensor_pool import n_unique  # noqa: E402
+from pipeline.pooling.packing import n_unique  # noqa: E402
 
 log = logging.getLogger("bench_memory")
 VIEW, ORDER, GB = "descriptors.h5", 3, 1e9
@@ -65,7 +65,7 @@ def child(folder: str, chunk_mb: float) -> None:
     to train) scored by the SVM head through evaluate.score_split; prints a JSON summary."""
     from pipeline.learn.settings import EvaluateConfig
     from pipeline.datasets import TEST, TRAIN
-    from pipeline.learn.evaluate import Gram, load_gram, score_split
+    from pipeline.learn.scoring import Gram, load_gram, score_split
 
     def peak() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -139,7 +139,7 @@ def main() -> int:
                  out["n_test"], out["accuracy"], out["rss_imports"] / GB, out["rss_gram"] / GB,
                  out["rss_split"] / GB)
         # exactness: Gram entries among a few videos against prepare() of their full rows
-        from pipeline.learn.evaluate import prepare
+        from pipeline.learn.scoring import prepare
         K = np.load(folder / "K.npy")
         pick = [0, 1, args.classes, n - 1]
         with h5py.File(path, "r") as f:

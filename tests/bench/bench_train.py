@@ -1,9 +1,12 @@
 """Benchmark of HoT attention training (pipeline.learn.attention.hot) on the synthetic demo set.
 Run `python tests/bench/bench_train.py [--repeats R]`: prints the time of one training epoch divided
-by the time of the EPN forward and backward alone for the same videos (target <= 1.5), against two
-references, each with PASS/FAIL, at TrainConfig's default videos per step (train_batch); then the
-same at 16 per step, for information. Exit status 1 if a judged ratio fails. Not collected by
-pytest.
+by the time of the EPN forward and backward plus the linear softmax forward and backward on fixed
+EPN tensors, in the epoch's own batches (target <= 1.25, PASS/FAIL), at TrainConfig's default
+videos per step (train_batch); the epoch against the EPN alone (in the same batches, and one video
+at a time) for information; then the same at 16 per step, for information. Exit status 1 if the
+judged ratio fails. Not collected by pytest. (Re-based in issue "Stage 1 at the paper's scale":
+the classifier's memory-bound products on the lifted tensors cost about as much as the EPN, so
+the epoch is judged against the two together, not against the EPN alone at 1.5.)
 
 The demo set (120 videos, 10 classes, its window preset: L16 at steps 1 and 2) is generated in a
 temporary folder and run through stage 1 with the counting fake backbone (layer "stats") and the
@@ -38,20 +41,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import tests.fakes  # noqa: E402,F401 - registers fake_counting
 from pipeline.learn.attention import HoTAttentionClassifier  # noqa: E402
-from pipeline.learn.attention.hot import hot_descriptor_torch  # noqa: E402
+from pipeline.pooling.differentiable import hot_descriptor_torch  # noqa: E402
 from pipeline.core.settings import parse_overrides  # noqa: E402
 from pipeline.extract.settings import ExtractConfig  # noqa: E402
 from pipeline.learn.settings import TrainConfig  # noqa: E402
 from pipeline.pooling.settings import DescriptorConfig  # noqa: E402
 from pipeline.datasets import TRAIN  # noqa: E402
 from pipeline.datasets.synthetic import SyntheticDataset  # noqa: E402
-from pipeline.learn.evaluate import label_matrix  # noqa: E402
+from pipeline.learn.scoring import label_matrix  # noqa: E402
 from pipeline.extract.features import extract_features  # noqa: E402
-from pipeline.learn.heads.base import make_optimizer  # noqa: E402
+from pipeline.learn.training import make_optimizer  # noqa: E402
 from pipeline.pooling.sketched import compute_sketched, load_sketched, sketched_ids  # noqa: E402
 
 log = logging.getLogger("bench_train")
-TARGET = 1.5
+TARGET = 1.25      # epoch / (EPN + classifier on fixed tensors, the same batches)
 
 
 def interleaved_medians(fns, repeats: int) -> list[float]:
@@ -164,13 +167,14 @@ def measure(videos: list, y: np.ndarray, names: list[str], batch_size: int, repe
              "epoch's batches %.1f ms, one video at a time %.1f ms; the linear softmax alone "
              "(fwd+bwd on fixed, lifted EPN tensors) %.1f ms", batch_size, 1e3 * t_epoch,
              1e3 * t_epoch / n, 1e3 * t_batched, 1e3 * t_single, 1e3 * t_linear)
-    ok = True
+    ratio = t_epoch / (t_batched + t_linear)
+    ok = ratio <= TARGET
+    verdict = ("PASS" if ok else "FAIL") if target else "(information)"
+    print(f"{f'HoT attention SO, {batch_size}/step: epoch / (EPN + classifier) fwd+bwd':<72s} "
+          f"ratio={ratio:8.2f}  target <= {TARGET:<5} {verdict}")
     for name, ref in (("in the same batches", t_batched), ("one video at a time", t_single)):
-        ratio = t_epoch / ref
-        ok &= ratio <= TARGET
-        verdict = ("PASS" if ratio <= TARGET else "FAIL") if target else "(information)"
-        print(f"{f'HoT attention SO, {batch_size}/step: epoch / EPN fwd+bwd ' + name:<66s} "
-              f"ratio={ratio:8.2f}  target <= {TARGET:<5} {verdict}")
+        print(f"{f'HoT attention SO, {batch_size}/step: epoch / EPN fwd+bwd ' + name:<72s} "
+              f"ratio={t_epoch / ref:8.2f}  (information)")
     return ok or not target
 
 

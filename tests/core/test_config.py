@@ -27,7 +27,7 @@ def test_one_namespace_routes_keys_to_their_stage():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["sketchdim=3"], "unknown key 'sketchdim'; allowed keys: .*sketch_dim"),
+    (["sketchdim=3"], r"unknown key 'sketchdim'; did you mean sketch_dim\? allowed keys: .*sketch_dim"),
     (["sketch_dim=abc"], "sketch_dim='abc': expected <class 'int'>"),
     (["order"], "not of the form key=value"),
     (["order=4"], "order=4: choose 1"),

@@ -122,7 +122,8 @@ def test_validate_report(tmp_path):
         validate("FOLDER", tmp_path, split_csv="split.csv")
     assert "split.csv:2: 'jump/gone.mp4' is not a video" in str(err.value)
     report = validate("folder", tmp_path, split_csv="split.csv", strict=False)
-    assert "problems: 2" in report and "videos named by no split: 11" in report   # + no test video
+    assert "problems: 3 (2 entries skipped)" in report and "videos named by no split: 11" in report
+    assert "1 class(es) with videos" in report         # + no test video, and one class left
 
 
 def test_validate_opens_no_video_and_extracts_nothing(tmp_path, monkeypatch):

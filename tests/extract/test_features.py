@@ -33,7 +33,9 @@ def test_several_layers_and_pools_are_parts_and_maps_are_kept(tiny_args):
         stats, means, maps = (f[k][()] for k in ("rgb/stats/mean/L8_s1", "rgb/means/mean/L8_s1",
                                                  "rgb/stats/map/L8_s1"))
         assert stats.shape == (2, 6) and means.shape == (2, 3) and maps.shape == (2, 6, 2, 2)
-        np.testing.assert_allclose(maps.mean(axis=(2, 3)), stats, rtol=1e-5, atol=1e-6)
+        assert maps.dtype == np.float16              # maps are stored compactly (half the bytes)
+        np.testing.assert_allclose(maps.astype(np.float32).mean(axis=(2, 3)), stats, rtol=2e-3,
+                                   atol=1e-4)        # float16: 11 significant bits
         np.testing.assert_allclose(means, stats[:, :3], rtol=1e-5, atol=1e-6)  # quadrants average
     with h5py.File(compute_descriptors(e, d).folder / "descriptors.h5", "r") as f:
         assert f.attrs["d"] == 8                     # two parts (maps are not sketched) x d'=4
@@ -87,28 +89,16 @@ def test_bf16_autocast_stays_close_to_fp32():
     assert np.abs(half - full).max() <= 0.05 * np.abs(full).max()
 
 
-class QuarterLongWindows:
-    """A per-window weights hook: windows of 8 frames count 1/4 (the attention issue's slot)."""
-
-    key = "quarter-L8"
-
-    def __call__(self, item_id, phi, groups):
-        return np.array([0.25 if g.startswith("L8_") else 1.0 for g in groups])
-
-
-def test_group_weights_and_the_weights_hook_change_the_descriptor(tiny_args):
+def test_group_weights_change_the_descriptor(tiny_args):
     e, plain = parse_overrides(tiny_args + ["sketch_dim=8"], ExtractConfig, DescriptorConfig)
     _, weighted = parse_overrides(tiny_args + ["sketch_dim=8", "group_weights={'L8_s1': 0.25}"],
                                   ExtractConfig, DescriptorConfig)
     extract_features(e)
     a, b = compute_descriptors(e, plain), compute_descriptors(e, weighted)
-    c = compute_descriptors(e, plain, weigher=QuarterLongWindows())
-    assert len({a.folder, b.folder, c.folder}) == 3
-    ids, da, _ = load_view(a.folder)
+    assert a.folder != b.folder
+    _, da, _ = load_view(a.folder)
     _, db, _ = load_view(b.folder)
-    _, dc, _ = load_view(c.folder)
     assert not np.allclose(da, db)
-    np.testing.assert_array_equal(db, dc)       # the same weights given either way
 
 
 @pytest.mark.shared_data

@@ -13,18 +13,20 @@ import tests.fakes  # noqa: F401 - registers fake_counting
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import LinearSVC
 
-from pipeline.learn import evaluate as evaluate_module
+from pipeline.learn import scoring as scoring_module
 from pipeline.pooling.settings import DescriptorConfig
 from pipeline.learn.settings import EvaluateConfig
 from pipeline.extract.settings import ExtractConfig
 from pipeline.core.settings import parse_overrides
 from pipeline.datasets import TEST, TRAIN
 from pipeline.pooling.descriptors import compute_descriptors, descriptors_dir, load_view
-from pipeline.learn.evaluate import (Gram, evaluate, fit_scores, fused_scores, gram_matrix, label_matrix,
-                               method_name, prepare, training_coordinates)
+from pipeline.learn.evaluate import evaluate
+from pipeline.learn.naming import method_name
+from pipeline.learn.scoring import (Gram, fit_scores, fused_scores, gram_matrix, label_matrix, prepare,
+                                    training_coordinates)
 from pipeline.extract.features import extract_features
 from pipeline.learn.heads import build_head
-from pipeline.pooling.tensor_pool import n_unique
+from pipeline.pooling.packing import n_unique
 
 
 def full_width_scores(x, y, train, test, *, metric, cfg):
@@ -112,7 +114,7 @@ def test_training_coordinates_of_zero_rows_are_one_zero_column():
 def test_kernel_coordinates_give_the_full_width_scores(head, C):
     x, y = labelled_rows()
     train = np.arange(60) < 40
-    cfg = EvaluateConfig(head=head, C=C)
+    cfg = EvaluateConfig(head=head, C=C, C_extend=0)     # the grid as given (edge rule: test_c_grid)
     fast, chosen = fit_scores(Gram(x @ x.T), y, train, ~train, metric="accuracy", cfg=cfg)
     full = build_head(head, C=C, seed=0).fit(x[train], y[train].argmax(1)).decision_function(x[~train])
     np.testing.assert_allclose(fast, full, atol=1e-3)
@@ -176,7 +178,7 @@ def test_fusion_with_idt_reads_the_gram_blocks(idt, fusion):
         lam, V = np.linalg.eigh(kt)
         keep = lam > 1e-10 * lam.max()
         basis = V[:, keep][:, ::-1] / np.sqrt(lam[keep][::-1])
-        head = build_head("svm", C=cfg.C).fit(kt @ basis, yt)
+        head = build_head("svm", C=cfg.C, C_extend=cfg.C_extend).fit(kt @ basis, yt)
         return head.decision_function(kv @ basis)
     a = 1.0 if idt == "only" else select_fusion_weight(
         k_train, kidt[0], labels, mode=fusion,
@@ -213,14 +215,14 @@ def test_evaluate_reads_the_descriptors_in_slabs_and_scores_as_the_full_width_pa
     extract_features(e)
     folder = compute_descriptors(e, d).folder
     ids, descriptors, attrs = load_view(folder)
-    real, calls = evaluate_module.gram_matrix, []
+    real, calls = scoring_module.gram_matrix, []
 
     def small_slabs(rows, **kw):                         # several slabs, and no full read
         calls.append(rows.shape)
         assert isinstance(rows, h5py.Dataset)
         return real(rows, **{**kw, "chunk_mb": rows.shape[0] * 8 * 16 / 2 ** 20})
 
-    monkeypatch.setattr(evaluate_module, "gram_matrix", small_slabs)
+    monkeypatch.setattr(scoring_module, "gram_matrix", small_slabs)
     out, results = evaluate(e, d, v)
     assert calls == [descriptors.shape]
     x = prepare(descriptors, d=int(attrs["d"]), order=int(attrs["order"]))

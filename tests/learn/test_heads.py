@@ -10,7 +10,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import SVC, LinearSVC
 
 from pipeline.learn.heads import HEADS, build_head, load_head
-from pipeline.learn.heads.base import (RowSource, as_row_source, stratified_folds, stratified_holdout)
+from pipeline.learn.rows import RowSource, as_row_source
+from pipeline.learn.selection import stratified_folds, stratified_holdout
 from pipeline.learn.heads.svm import linear_kernel
 
 FAST = {  # small settings that keep each fit well under a second
@@ -238,7 +239,7 @@ def test_precomputed_svm_save_load(tmp_path):
 def test_a_head_fitted_on_training_coordinates_becomes_the_same_head_on_rows(name, tmp_path):
     """in_basis: a head fitted on z = x rows^T A (evaluate's training coordinates, r << D) is
     made a head on the D-wide rows x with the same scores, and saves and loads as one."""
-    from pipeline.learn.evaluate import coordinate_basis
+    from pipeline.learn.scoring import coordinate_basis
     X, y = _problem(n=90, D=40)
     X = X.astype(np.float64)
     train = np.arange(len(X)) < 60

@@ -235,5 +235,5 @@ def test_idt_on_and_only_are_different_evaluations(persons, tmp_path, monkeypatc
     for mode in ("only", "on"):
         _, _, v = configs(persons, cache, "dataset_options={'folds': 3}", f"idt={mode!r}")
         folders[mode], results = evaluate(e, d, v)
-        assert results["method"] == {"only": "IDT (Fisher vectors)", "on": "SO+SigmE+IDT"}[mode]
+        assert results["method"] == {"only": "IDT (Fisher vectors)", "on": "SO+MaxExp+IDT"}[mode]
     assert folders["only"] != folders["on"]

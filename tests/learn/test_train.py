@@ -133,7 +133,8 @@ def test_a_cached_result_takes_the_name_of_the_run_that_asks(setup):
     """name= labels a run without keying it: a later run reaching the same cached training or
     evaluation gets its own row name, not the first run's label."""
     from pipeline.pooling.descriptors import compute_descriptors
-    from pipeline.learn.evaluate import evaluate, method_name
+    from pipeline.learn.evaluate import evaluate
+    from pipeline.learn.naming import method_name
     from pipeline.learn.train import train
     root, args = setup
     for extra in (["attention=none", "head=linear"], []):
@@ -334,7 +335,8 @@ def test_a_hot_run_keeps_its_cache_key_and_other_types_keys_do_not_key_it():
     def key(tcfg, dcfg=DescriptorConfig()):
         return stage_key(T.STAGE, T.STAGE_VERSION, T.train_params(tcfg, dcfg, splits, sources),
                          upstream=["sketched-abc"])
-    assert key(TrainConfig(attention="hot")) == \
+    sigme = DescriptorConfig(epn="sigme")           # the default EPN when the snapshot was taken
+    assert key(TrainConfig(attention="hot"), sigme) == \
         "eb3d63e9f01688bd4f4e986a06dfb148572e3011efcede14620162eb01f7447f"
     assert key(TrainConfig(attention="none"), DescriptorConfig(order=3, epn="maxexp")) == \
         "5a5609c3bf03492ec65530de21728ee50cb729aa8124ac021e2bf9177ae6a3e3"

@@ -12,7 +12,7 @@ import scipy.stats
 import torch
 
 from pipeline.pooling import epn as E
-from pipeline.pooling import tensor_pool as TP
+from pipeline.pooling.differentiable import build_cache, hot_descriptor_torch
 
 # Parameters chosen off the defaults so that a wrong default or a swapped name shows up.
 PARAMS = {"none": {}, "gamma": {"gamma": 0.3}, "maxexp": {"eta": 7.0}, "asinhe": {"gamma": 2.0},
@@ -295,17 +295,16 @@ def test_gradcheck_to_from_tensor(name):
 
 
 @pytest.mark.parametrize("name", list(PARAMS))
-def test_gradcheck_to_from_phi_including_repeated_null_eigenvalues(name):
+def test_gradcheck_to_in_weights_including_repeated_null_eigenvalues(name):
     """N = 3 < d = 5: X_(1) X_(1)^T has a repeated eigenvalue 0 (twice); the EPN does not
-    depend on the basis of that null space, so stable_eigh's gradient is exact there."""
+    depend on the basis of that null space, so the gradient in the window weights (what HoT's
+    attention trains) is exact there. The torch face: pooling.differentiable."""
     fn = E.make_epn(name, **PARAMS[name])
-    for n, d in ((5, 3), (3, 5)):
-        _, phi0 = _phi_full_rank_core(d, n, name)
-        phi = torch.tensor(phi0, requires_grad=True)
-        assert _gradcheck(lambda p: TP.epn_phi_torch(p, 3, fn, "sum"), phi)
-    w = torch.tensor([0.5, 1.0, 2.0, 1.5, 0.7], dtype=torch.float64, requires_grad=True)
-    phi = torch.tensor(_phi_full_rank_core(3, 5, name)[1])
-    assert _gradcheck(lambda w_: TP.epn_phi_torch(phi, 3, fn, "sum", weights=w_, center=True), w)
+    for n, d, center in ((5, 3, True), (3, 5, False)):
+        phi = _phi_full_rank_core(d, n, name)[1]
+        cache = build_cache(phi, np.arange(n), 3, center=center, normalize=False)
+        w = torch.tensor(np.linspace(0.5, 2.0, n), requires_grad=True)
+        assert _gradcheck(lambda w_: hot_descriptor_torch(cache, w_, 3, fn, "sum"), w)
 
 
 @pytest.mark.parametrize("name", ["none", "maxexp", "asinhe", "sigme", "hdp"])
@@ -334,10 +333,11 @@ def test_to_identity_like_tensor_has_finite_gradient(name):
     assert torch.isfinite(out).all()
     out.pow(2).sum().backward()
     assert torch.isfinite(X.grad).all()
-    phi = torch.tensor(np.repeat(_unit_rows(_rng(0).standard_normal((2, 4))), 3, 0),
-                       requires_grad=True)  # duplicated windows
-    TP.epn_phi_torch(phi, 3, fn, "sum").pow(2).sum().backward()
-    assert torch.isfinite(phi.grad).all()
+    phi = np.repeat(_unit_rows(_rng(0).standard_normal((2, 4))), 3, 0)  # duplicated windows
+    w = torch.ones(6, dtype=torch.float64, requires_grad=True)
+    cache = build_cache(phi, np.arange(6), 3, normalize=False)
+    hot_descriptor_torch(cache, w, 3, fn, "sum").pow(2).sum().backward()
+    assert torch.isfinite(w.grad).all()
 
 
 def test_stable_eigh_gradcheck_distinct_spectrum():
@@ -348,26 +348,3 @@ def test_stable_eigh_gradcheck_distinct_spectrum():
         return U[:, :2] @ U[:, :2].mT + lam.sum()
 
     assert _gradcheck(top_projector, A)
-
-
-# ------------------------------------------------------------------------------- nn.Module
-@pytest.mark.parametrize("order", [2, 3])
-def test_spectral_power_norm_module_matches_numpy_descriptor(order):
-    phi = _unit_rows(_rng(5).standard_normal((2, 6, 4)))
-    layer = TP.SpectralPowerNorm(order, "maxexp")  # eta = N of the input
-    x = torch.tensor(phi, requires_grad=True)
-    out = layer(x)
-    assert out.shape == (2, TP.n_unique(4, order))
-    want = TP.frobenius_scale(TP.hot_descriptors(list(phi), order=order, epn="maxexp"), 4, order)
-    np.testing.assert_allclose(out.detach().numpy(), want, rtol=1e-9, atol=1e-12)
-    out.sum().backward()
-    assert torch.isfinite(x.grad).all()
-    # input="tensor": the pooled tensors themselves
-    Xs = TP.pool(torch.tensor(phi), order)
-    t_layer = TP.SpectralPowerNorm(order, "maxexp", input="tensor", frobenius=False)
-    np.testing.assert_allclose(t_layer(Xs, n_windows=6).numpy(),
-                               TP.hot_descriptors(list(phi), order=order), rtol=1e-9, atol=1e-12)
-    with pytest.raises(ValueError, match="eta='N'"):
-        t_layer(Xs)
-    with pytest.raises(ValueError, match="order=4"):
-        TP.SpectralPowerNorm(4)

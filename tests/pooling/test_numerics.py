@@ -25,7 +25,8 @@ from pipeline.core.settings import parse_overrides
 from pipeline.pooling.descriptors import compute_descriptors, read_parts
 from pipeline.pooling.epn import EPN, epn_so, epn_to
 from pipeline.extract.features import extract_features
-from pipeline.pooling.tensor_pool import hot_descriptors, pack, pool, unpack
+from pipeline.pooling.packing import pack, unpack
+from pipeline.pooling.tensor_pool import hot_descriptors, pool
 from tests.conftest import TINY
 
 EPNS = tuple(EPN)                       # none, gamma, maxexp, asinhe, sigme, hdp

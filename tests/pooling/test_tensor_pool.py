@@ -12,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.pooling import epn as E
+from pipeline.pooling import packing as PK
 from pipeline.pooling import tensor_pool as TP
+from pipeline.pooling import threads
 
 EPN_PARAMS = {"none": {}, "gamma": {"gamma": 0.5}, "maxexp": {"eta": "N"}, "asinhe": {"gamma": 3.0},
               "sigme": {"eta": 5.0}, "hdp": {"t": 1e-3}}
@@ -58,10 +60,10 @@ def test_pool_validation():
 @pytest.mark.parametrize("order", [2, 3])
 def test_pack_order_is_lexicographic_and_counts(order):
     d = 5
-    idx = np.stack(TP.pack_indices(d, order), 1)
+    idx = np.stack(PK.pack_indices(d, order), 1)
     want = np.array(list(itertools.combinations_with_replacement(range(d), order)))
     np.testing.assert_array_equal(idx, want)  # lexicographic over i <= j (<= k)
-    assert len(idx) == TP.n_unique(d, order) == (d * (d + 1) // 2 if order == 2
+    assert len(idx) == PK.n_unique(d, order) == (d * (d + 1) // 2 if order == 2
                                                   else d * (d + 1) * (d + 2) // 6)
 
 
@@ -69,44 +71,44 @@ def test_pack_order_is_lexicographic_and_counts(order):
 @given(d=st.integers(1, 6), order=st.sampled_from([2, 3]), seed=st.integers(0, 2 ** 16))
 def test_pack_unpack_round_trip_and_frobenius(d, order, seed):
     rng = np.random.default_rng(seed)
-    v = rng.standard_normal(TP.n_unique(d, order))
-    X = TP.unpack(v, d, order)  # exactly symmetric
+    v = rng.standard_normal(PK.n_unique(d, order))
+    X = PK.unpack(v, d, order)  # exactly symmetric
     for p in itertools.permutations(range(order)):
         np.testing.assert_array_equal(X, X.transpose(p))
-    np.testing.assert_array_equal(TP.pack(X), v)  # exact both ways
-    np.testing.assert_array_equal(TP.unpack(TP.pack(X), d, order), X)
+    np.testing.assert_array_equal(PK.pack(X), v)  # exact both ways
+    np.testing.assert_array_equal(PK.unpack(PK.pack(X), d, order), X)
     Y = _sym(rng.standard_normal((d,) * order))
-    w = TP.pack_weights(d, order)
+    w = PK.pack_weights(d, order)
     frob = float(np.sum(X * Y))
-    assert math.isclose(float(np.sum(w * v * TP.pack(Y))), frob, rel_tol=1e-12, abs_tol=1e-12)
-    a, b = TP.frobenius_scale(v, d, order), TP.frobenius_scale(TP.pack(Y), d, order)
+    assert math.isclose(float(np.sum(w * v * PK.pack(Y))), frob, rel_tol=1e-12, abs_tol=1e-12)
+    a, b = PK.frobenius_scale(v, d, order), PK.frobenius_scale(PK.pack(Y), d, order)
     assert math.isclose(float(a @ b), frob, rel_tol=1e-12, abs_tol=1e-12)
     assert w.sum() == d ** order  # every full entry counted once
 
 
 def test_pack_weights_values_and_batches_and_torch():
-    np.testing.assert_array_equal(TP.pack_weights(2, 2), [1, 2, 1])
-    w3 = dict(zip(zip(*TP.pack_indices(3, 3)), TP.pack_weights(3, 3)))
+    np.testing.assert_array_equal(PK.pack_weights(2, 2), [1, 2, 1])
+    w3 = dict(zip(zip(*PK.pack_indices(3, 3)), PK.pack_weights(3, 3)))
     assert (w3[(0, 0, 0)], w3[(0, 0, 1)], w3[(0, 1, 1)], w3[(0, 1, 2)]) == (1, 3, 3, 6)
     Xb = np.stack([_sym(x) for x in np.random.default_rng(0).standard_normal((2, 4, 4, 4))])
-    vb = TP.pack(Xb, 3)
+    vb = PK.pack(Xb, 3)
     assert vb.shape == (2, 20)
-    np.testing.assert_array_equal(vb[1], TP.pack(Xb[1]))
-    np.testing.assert_allclose(TP.unpack(vb, 4, 3), Xb, atol=1e-15)
-    vt = TP.pack(torch.tensor(Xb), 3)
+    np.testing.assert_array_equal(vb[1], PK.pack(Xb[1]))
+    np.testing.assert_allclose(PK.unpack(vb, 4, 3), Xb, atol=1e-15)
+    vt = PK.pack(torch.tensor(Xb), 3)
     np.testing.assert_array_equal(vt.numpy(), vb)
-    np.testing.assert_allclose(TP.unpack(vt, 4, 3).numpy(), Xb, atol=1e-15)
+    np.testing.assert_allclose(PK.unpack(vt, 4, 3).numpy(), Xb, atol=1e-15)
     with pytest.raises(ValueError, match="needs 20"):
-        TP.unpack(np.ones(19), 4, 3)
+        PK.unpack(np.ones(19), 4, 3)
     with pytest.raises(ValueError, match="order=5"):
-        TP.pack(np.ones((2,) * 5))
+        PK.pack(np.ones((2,) * 5))
 
 
 # ----------------------------------------------------------------------------- descriptors
 def _slow(phi, order, name, params, spectrum_norm="sum", weights=None, center=False):
     X = TP.pool(phi, order, weights=weights, center=center)
     fn = E.resolve_epn(name, params, n_windows=phi.shape[0])
-    return TP.pack((E.epn_so if order == 2 else E.epn_to)(X, fn, spectrum_norm))
+    return PK.pack((E.epn_so if order == 2 else E.epn_to)(X, fn, spectrum_norm))
 
 
 @pytest.mark.parametrize("n, d", [(9, 5), (4, 7)])  # N >= d (full space) and N < d (span of phi)
@@ -118,7 +120,7 @@ def test_hot_descriptor_equals_slow_reference(order, name, n, d):
         got = TP.hot_descriptor(phi, order=order, epn=name, epn_params=EPN_PARAMS[name],
                                 spectrum_norm=spectrum_norm)
         want = _slow(phi, order, name, EPN_PARAMS[name], spectrum_norm)
-        assert got.shape == (TP.n_unique(d, order),) and got.dtype == np.float64
+        assert got.shape == (PK.n_unique(d, order),) and got.dtype == np.float64
         np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10 * np.abs(want).max())
 
 
@@ -137,7 +139,7 @@ def test_hot_descriptor_weights_center_float32_and_explicit_einsum(order):
         c = np.einsum("abc,ai,bj,ck->ijk", X, U, U, U)
         y = c / np.abs(c).sum()
         g = np.sign(y) * (1 - (1 - np.minimum(np.abs(y), 1)) ** 6)
-        np.testing.assert_allclose(TP.unpack(got, 5, 3),
+        np.testing.assert_allclose(PK.unpack(got, 5, 3),
                                    np.einsum("ijk,ai,bj,ck->abc", g, U, U, U), atol=1e-12)
     got32 = TP.hot_descriptor(phi.astype(np.float32), order=order, epn="maxexp", weights=w,
                               center=True)
@@ -159,7 +161,7 @@ def test_hot_descriptor_rank_deficient_gamma_is_not_noise():
 def test_hot_descriptors_batch_and_blocked_reconstruction():
     phis = [_phi(n, 37, seed=n) for n in (5, 40, 12)]  # 37: not a multiple of the block size
     out = TP.hot_descriptors(phis, order=3)
-    assert out.shape == (3, TP.n_unique(37, 3))
+    assert out.shape == (3, PK.n_unique(37, 3))
     for row, phi in zip(out, phis):  # equal to rounding: BLAS threads differ (threaded batch)
         np.testing.assert_allclose(row, TP.hot_descriptor(phi, order=3), rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(out[0], _slow(phis[0], 3, "maxexp", {}), rtol=1e-8, atol=1e-12)
@@ -168,7 +170,7 @@ def test_hot_descriptors_batch_and_blocked_reconstruction():
     U = np.linalg.qr(rng.standard_normal((11, 4)))[0]
     full = np.einsum("abc,ia,jb,kc->ijk", core, U, U, U)
     for block in (1, 3, 4, 16):
-        np.testing.assert_allclose(TP._reconstruct_pack_to(core, U, block), TP.pack(full),
+        np.testing.assert_allclose(TP._reconstruct_pack_to(core, U, block), PK.pack(full),
                                    atol=1e-14)
     # stacked: (B, k, k, k) cores and (B, d, k) factors at once, as hot_descriptors runs them
     cores = np.stack([core, _sym(rng.standard_normal((4, 4, 4)))])
@@ -176,7 +178,7 @@ def test_hot_descriptors_batch_and_blocked_reconstruction():
     for block in (3, 8):
         got = TP._reconstruct_pack_to(cores, Us, block)
         for b in range(2):
-            want = TP.pack(np.einsum("abc,ia,jb,kc->ijk", cores[b], Us[b], Us[b], Us[b]))
+            want = PK.pack(np.einsum("abc,ia,jb,kc->ijk", cores[b], Us[b], Us[b], Us[b]))
             np.testing.assert_allclose(got[b], want, atol=1e-14)
 
 
@@ -194,9 +196,9 @@ def test_hot_descriptors_stacks_and_threads_equal_lone_calls(order, blas_threads
     assert TP._stacks(list(ns), 7, 8, threads=1) == [(0, 3), (3, 4), (4, 6)]
     assert TP._stacks([6] * 8, 7, 8, threads=2) == [(0, 4), (4, 8)]
     with threadpoolctl.threadpool_limits(limits=blas_threads, user_api="blas"):
-        before = TP._blas_threads()
+        before = threads.blas_threads()
         out = TP.hot_descriptors(phis, order=order, weights=ws, center=True)
-        assert TP._blas_threads() == before
+        assert threads.blas_threads() == before
     for row, phi, w in zip(out, phis, ws):
         want = TP.hot_descriptor(phi, order=order, weights=w, center=True)
         np.testing.assert_allclose(row, want, rtol=1e-12, atol=1e-15)

@@ -10,6 +10,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
 from pipeline.pooling import epn as E
+from pipeline.pooling import packing as PK
 from pipeline.pooling import tensor_pool as TP
 from pipeline.pooling.transformers import CountSketchTransformer, HighOrderPooling
 
@@ -53,9 +54,9 @@ def test_high_order_pooling_output_and_frobenius_kernel():
     X = [x / np.linalg.norm(x, axis=1, keepdims=True) for x in X]
     for order in (2, 3):
         hop = HighOrderPooling(order=order, epn="maxexp").fit(X)
-        assert hop.d_ == 5 and hop.n_features_out_ == TP.n_unique(5, order)
+        assert hop.d_ == 5 and hop.n_features_out_ == PK.n_unique(5, order)
         Z = hop.transform(X)
-        assert Z.shape == (4, TP.n_unique(5, order))
+        assert Z.shape == (4, PK.n_unique(5, order))
         # linear kernel of the outputs == Frobenius inner product of the EPN tensors
         G = [(E.epn_so if order == 2 else E.epn_to)(TP.pool(x, order), "maxexp", n_windows=len(x))
              for x in X]
@@ -98,6 +99,6 @@ def test_pipeline_with_linear_svc_fits_predicts_and_clones():
         twin.named_steps["sketch"].transform(X)
     twin.set_params(hot__order=3, sketch__out_dim=6)
     twin.fit(X[::2], y[::2])
-    assert twin.named_steps["hot"].n_features_out_ == TP.n_unique(6, 3)
+    assert twin.named_steps["hot"].n_features_out_ == PK.n_unique(6, 3)
     assert (twin.predict(X[1::2]) == y[1::2]).mean() >= 0.9
     np.testing.assert_array_equal(clone(pipe).fit(X[::2], y[::2]).predict(X), pipe.predict(X))

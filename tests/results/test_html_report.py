@@ -113,3 +113,11 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     parser.feed(dom)
     assert len(parser.tables) == 1 and parser.tables[0][1][0] == "SO+MaxExp"
     assert len(parser.images) == 1 and parser.images[0]["src"].startswith("data:image/png;base64,")
+
+
+def test_marked_rows_get_a_class():
+    text = ("| method | p vs best | vs best |\n|---|---|---|\n| A |  | best |\n| B | 0.6 | within noise |\n"
+            "| C | 0.001 | worse |\n| D | | |\n")
+    out = markdown_to_html(text)
+    assert '<tr class="best"><td>A</td>' in out and '<tr class="noise"><td>B</td>' in out
+    assert '<tr class="worse"><td>C</td>' in out and "<tr><td>D</td>" in out

@@ -93,6 +93,5 @@ def test_window_and_spatial_attention(tmp_path):
     check_png(plots.plot_window_attention(frames, starts, lengths, weights,
                                           tmp_path / "spatial_windows.png", steps=steps, spatial=maps,
                                           title="video 1"))
-    check_png(plots.plot_spatial_attention(frames[0], maps[0], tmp_path / "spatial.png"))
     with pytest.raises(ValueError, match="n_windows"):
         plots.plot_window_attention(frames, starts[:3], lengths, weights, tmp_path / "bad.png")

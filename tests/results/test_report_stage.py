@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import tests.fakes  # noqa: F401 - registers fake_counting
-from pipeline.results import report as dataset_report
 from pipeline.core.settings import parse_overrides
-from pipeline.results.report import Configuration, family, settings, sweep_lines
+from pipeline.results import frames
+from pipeline.results.configurations import Configuration, family, settings, sweep_lines
 from pipeline.pooling.descriptors import compute_descriptors
 from pipeline.learn.evaluate import evaluate
 from pipeline.extract.features import extract_features
@@ -129,6 +129,16 @@ def test_report_video_chooses_the_video_and_an_unknown_one_is_an_error(built, ca
     assert make_report(args, capsys, "report_video=")[0] == 2
 
 
+def test_tables_to_writes_the_report_tables_where_asked(built, capsys, tmp_path):
+    args, root, cache = built
+    target = tmp_path / "docs" / "results_persons.md"
+    code, out = make_report(args, capsys, f"tables_to={str(target)!r}")
+    assert code == 0
+    tables = Path(out.strip().splitlines()[-1]).parent / "tables.md"
+    assert target.read_text() == tables.read_text() and "SO+MaxExp" in target.read_text()
+    assert make_report(args, capsys, "tables_to=")[0] == 2
+
+
 def test_no_ledger_or_no_results_is_an_error_that_creates_nothing(built, tmp_path, capsys, caplog):
     args, root, _ = built
     empty = tmp_path / "empty"
@@ -144,11 +154,11 @@ def test_a_long_video_keeps_only_the_frames_the_strip_shows(tmp_path, monkeypatc
     for t in range(40):                                   # frame t is grey level 5 + 6 t
         writer.write(np.full((32, 48, 3), 5 + 6 * t, np.uint8))
     writer.release()
-    every = dataset_report.thumbnails(video, None, 40)
+    every = frames.thumbnails(video, None, 40)
     assert every.shape == (40, 32, 48, 3) and (every[:, 0, 0, 0] == 5 + 6 * np.arange(40)).all()
-    assert (dataset_report.thumbnails(video, (10, 30), 20) == every[10:30]).all()
-    monkeypatch.setattr(dataset_report, "ALL_FRAMES_BYTES", 0)     # as if the video were long
-    some = dataset_report.thumbnails(video, None, 40)
+    assert (frames.thumbnails(video, (10, 30), 20) == every[10:30]).all()
+    monkeypatch.setattr(frames, "ALL_FRAMES_BYTES", 0)     # as if the video were long
+    some = frames.thumbnails(video, None, 40)
     strip = ((np.arange(12) + 0.5) * 40 / 12).astype(int)          # plots._frame_strip's frames
     assert np.flatnonzero(some.any(axis=(1, 2, 3))).tolist() == strip.tolist()
     assert (some[strip] == every[strip]).all()

@@ -79,9 +79,9 @@ def test_a_row_with_attention_runs_the_learned_stage(setting, tmp_path):
     grid = tmp_path / "learned.json"
     grid.write_text(json.dumps({"base": {"sketch_dim": 8, "max_epochs": 2, "weight_decay": 0},
                                 "rows": [{"order": 2}, {"attention": "none", "head": "linear"},
-                                         {"attention": "ap", "head": "svm"}]}))
+                                         {"attention": "ap_windows", "head": "svm"}]}))
     table, summaries = run_sweep(grid, args)
-    assert [s["name"] for s in summaries] == ["SO+SigmE", "SO+SigmE (uniform) [linear]",
-                                              "AP (rank-1)"]
+    assert [s["name"] for s in summaries] == ["SO+MaxExp", "SO+MaxExp (uniform) [linear]",
+                                              "AP over windows (rank-1)"]
     assert all("/train/" in s["folder"] for s in summaries[1:])
-    assert "AP (rank-1)" in table and len(Ledger(ledger).records()) == 9
+    assert "AP over windows (rank-1)" in table and len(Ledger(ledger).records()) == 9

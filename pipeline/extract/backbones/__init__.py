@@ -2,25 +2,32 @@
 and, per name, how to tell the weights' identity without building the model."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable
 
-from pipeline.extract.backbones.base import Backbone, InputSpec, WeightsError, WeightsInfo
+from pipeline.extract.backbones.base import Backbone, InputSpec, TrunkLayer, WeightsError, WeightsInfo
 
 Builder = Callable[..., "tuple[Backbone, WeightsInfo]"]
 Identify = Callable[..., WeightsInfo]
 BACKBONES: dict[str, Builder] = {}
 IDENTIFY: dict[str, Identify] = {}     # name -> identify(*, weights, seed) -> WeightsInfo
+TRUNK_KINDS: dict[str, str | None] = {}  # name -> its Backbone.trunk_kind, as registered (trunk=on)
 
 
-def register(name: str, identify: Identify | None = None) -> Callable[[Builder], Builder]:
+def register(name: str, identify: Identify | None = None, *, trunk: str | None = None
+             ) -> Callable[[Builder], Builder]:
     """Decorator: add a builder to BACKBONES under `name` (names are unique). `identify` tells the
-    weights' identity without building the model; without one the model is built to tell it."""
+    weights' identity without building the model; without one the model is built to tell it.
+    `trunk` is the model's trunk_kind ("temporal", "frames" or None), for listing the backbones
+    that support trunk=on without building them."""
     def add(builder: Builder) -> Builder:
         if name in BACKBONES:
             raise ValueError(f"backbone {name!r} is registered twice")
         BACKBONES[name] = builder
         if identify is not None:
             IDENTIFY[name] = identify
+        TRUNK_KINDS[name] = trunk
         return builder
     return add
 
@@ -49,9 +56,9 @@ def build_backbone(name: str, *, weights: str = "hub", seed: int = 0) -> tuple[B
     return model.eval(), info
 
 
-# Modules that register builders on import.
-from pipeline.extract.backbones import pytorchvideo_zoo  # noqa: E402,F401
-from pipeline.extract.backbones import inception_i3d, torchvision_resnet  # noqa: E402,F401
+# Every module of this package registers its builders on import: a new backbone is a new file.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["BACKBONES", "Backbone", "weights_identity", "InputSpec", "WeightsError", "WeightsInfo", "build_backbone", "builder_module",
+__all__ = ["BACKBONES", "TRUNK_KINDS", "Backbone", "TrunkLayer", "weights_identity", "InputSpec", "WeightsError", "WeightsInfo", "build_backbone", "builder_module",
            "register"]

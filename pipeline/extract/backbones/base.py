@@ -44,6 +44,23 @@ class InputSpec:
     std: tuple[float, ...] = (0.225, 0.225, 0.225)
 
 
+@dataclasses.dataclass(frozen=True)
+class TrunkLayer:
+    """How a layer is computed from the stored trunk map (trunk=on; docs/method.md, Stage 1).
+
+    source: the map the trunk stores for it (spatially averaged per temporal cell).
+    stride: frames (of the subsampled video) per temporal cell of `source`.
+    kernel: temporal cells the layers after the trunk average over (a head's average pool with
+        stride 1, e.g. Inception I3D's 2 x 7 x 7); 1 for a map layer itself.
+    head: whether `Backbone.trunk_head(layer, v)` maps the averaged cells to the layer.
+    """
+
+    source: str
+    stride: int = 1
+    kernel: int = 1
+    head: bool = False
+
+
 class Backbone(nn.Module):
     """Base class: subclasses set `spec` and `layers` and implement `layer_maps(x, wanted)`.
 
@@ -56,6 +73,25 @@ class Backbone(nn.Module):
 
     spec: InputSpec = InputSpec()
     layers: dict[str, str] = {}
+    # trunk=on (docs/method.md, Stage 1): "temporal" for networks convolutional in time (one pass
+    # over the whole subsampled video, windows pooled from its map), "frames" for per-frame
+    # networks (each frame once, windows pool exactly the frames they hold), None: not supported.
+    trunk_kind: str | None = None
+
+    def trunk_layer(self, layer: str) -> TrunkLayer:
+        """The stored map and pooling `layer` is computed from under trunk=on; by default the
+        layer's own map, one cell per frame (right for "frames" networks)."""
+        self.check_layer(layer)
+        return TrunkLayer(layer)
+
+    def trunk_sources(self, x: torch.Tensor, sources: tuple[str, ...]) -> list[torch.Tensor]:
+        """x: (B, C, T, H, W) normalised -> [(B, D, T', H', W') per source]: the trunk's maps."""
+        return self.forward_layers(x, sources)
+
+    def trunk_head(self, layer: str, v: torch.Tensor) -> torch.Tensor:
+        """v: (P, D_source) cells averaged over the layer's kernel -> (P, D_layer); identity unless
+        the layer lies after the trunk (TrunkLayer.head)."""
+        return v
 
     def check_layer(self, layer: str) -> None:
         if layer not in self.layers:

@@ -75,11 +75,12 @@ def read_flax_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
     return flatten(tree, path=str(path))
 
 
-def _unit_names() -> list[tuple[str, str]]:
-    """(Flax unit path, model unit prefix) for every Unit3D of the network."""
-    from pipeline.extract.backbones.inception_i3d import INCEPTION
+def _unit_names(expected: dict[str, torch.Tensor]) -> list[tuple[str, str]]:
+    """(Flax unit path, model unit prefix) for every Unit3D of the network whose state dict is
+    `expected` (its Inception blocks are the "Mixed_*" prefixes of its keys)."""
+    blocks = sorted({key.split(".")[0] for key in expected if key.startswith("Mixed_")})
     units = [(n, n) for n in ("Conv3d_1a_7x7", "Conv3d_2b_1x1", "Conv3d_2c_3x3")]
-    units += [(f"{block}/{flax}", f"{block}.{ours}") for block in INCEPTION
+    units += [(f"{block}/{flax}", f"{block}.{ours}") for block in blocks
               for flax, ours in BRANCHES.items()]
     return units
 
@@ -99,7 +100,7 @@ def convert(flax: dict[str, np.ndarray], expected: dict[str, torch.Tensor]) -> d
         return torch.from_numpy(np.ascontiguousarray(flax[name], dtype=np.float32))
 
     state: dict[str, torch.Tensor] = {}
-    for src, dst in _unit_names():
+    for src, dst in _unit_names(expected):
         state[f"{dst}.conv3d.weight"] = take(f"params/{src}/Conv_0/kernel").permute(4, 3, 0, 1, 2)
         bias = take(f"params/{src}/BatchNorm_0/bias")
         state[f"{dst}.bn.weight"] = torch.ones_like(bias)

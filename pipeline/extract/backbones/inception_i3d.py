@@ -16,7 +16,7 @@ from torch import nn
 
 from pipeline.extract.backbones import register
 from pipeline.extract.backbones import deepmind_i3d
-from pipeline.extract.backbones.base import (Backbone, InputSpec, WeightsError, WeightsInfo, announce_random,
+from pipeline.extract.backbones.base import (Backbone, InputSpec, TrunkLayer, WeightsError, WeightsInfo, announce_random,
                                      file_sha256, hub_checkpoint_file, identify_weights, load_state,
                                      read_checkpoint)
 
@@ -129,6 +129,24 @@ class InceptionI3d(Backbone):
     """
 
     layers = LAYERS
+    trunk_kind = "temporal"      # convolutional in time up to Mixed_5c; pool and logits are linear
+    TRUNK = {"mixed_4f": TrunkLayer("mixed_4f", stride=4),
+             "mixed_5c": TrunkLayer("mixed_5c", stride=8),
+             "pool": TrunkLayer("mixed_5c", stride=8, kernel=LOGITS_POOL[0]),
+             "logits": TrunkLayer("mixed_5c", stride=8, kernel=LOGITS_POOL[0], head=True)}
+
+    def trunk_layer(self, layer: str) -> TrunkLayer:
+        """Mixed_4f / Mixed_5c are stored; `pool` averages 2 Mixed_5c cells (the 2 x 7 x 7 pool,
+        whole extent in space at 224 px) and `logits` applies the 1x1x1 logits convolution to
+        that average (docs/method.md, Stage 1, trunk)."""
+        self.check_layer(layer)
+        return self.TRUNK[layer]
+
+    def trunk_head(self, layer: str, v: torch.Tensor) -> torch.Tensor:
+        """v: (P, 1024) averaged Mixed_5c cells -> (P, 400) logits for `logits`, v otherwise."""
+        if not self.TRUNK[layer].head:
+            return v
+        return self.logits(v[:, :, None, None, None]).flatten(1)
 
     def __init__(self, in_channels: int = 3, num_classes: int = NUM_CLASSES):
         super().__init__()
@@ -241,5 +259,5 @@ def build_inception_i3d(name: str, *, weights: str, seed: int) -> tuple[Backbone
 
 
 for _name in VARIANTS:
-    register(_name, lambda *, weights, seed, _n=_name: identify_inception_i3d(_n, weights=weights, seed=seed)[0]
-             )(functools.partial(build_inception_i3d, _name))
+    register(_name, lambda *, weights, seed, _n=_name: identify_inception_i3d(_n, weights=weights, seed=seed)[0],
+             trunk=InceptionI3d.trunk_kind)(functools.partial(build_inception_i3d, _name))

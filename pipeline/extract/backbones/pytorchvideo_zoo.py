@@ -18,7 +18,8 @@ from pytorchvideo.models import hub
 from torch import nn
 
 from pipeline.extract.backbones import register
-from pipeline.extract.backbones.base import Backbone, InputSpec, WeightsInfo, identify_weights, load_weights
+from pipeline.extract.backbones.base import (Backbone, InputSpec, TrunkLayer, WeightsInfo, identify_weights,
+                                             load_weights)
 
 ZOO_URL = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics"
 LAYERS = {
@@ -54,10 +55,59 @@ class ZooBackbone(Backbone):
     """A single-pathway pytorchvideo network: blocks[:-1] is the trunk, blocks[-1] the head."""
 
     layers = LAYERS
+    trunk_kind = "temporal"      # every single-pathway zoo network is convolutional in time
 
     def __init__(self, net: nn.Module, spec: InputSpec):
         super().__init__()
         self.net, self.spec = net, spec
+        self._strides: dict[str, int] | None = None
+
+    def temporal_strides(self) -> dict[str, int]:
+        """{"res4": frames per res4 cell, "res5": frames per res5 cell}, measured once on a blank
+        32-frame clip (the zoo's temporal strides differ: 1 for slow_r50 and x3d, 8 for csn)."""
+        if self._strides is None:
+            frames = 32
+            x = torch.zeros(1, 3, frames, 32, 32, device=next(self.parameters()).device)
+            with torch.inference_mode():
+                res4, res5 = self._trunk(x)
+            self._strides = {"res4": frames // res4.shape[2], "res5": frames // res5.shape[2]}
+        return self._strides
+
+    def _trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        for block in self.net.blocks[:-2]:
+            x = block(x)
+        return x, self.net.blocks[-2](x)
+
+    def trunk_layer(self, layer: str) -> TrunkLayer:
+        """res4 / res5 are stored; `pool` and `logits` average `kernel` res5 cells (the head's
+        average pool: 4 or 8 cells) and apply what follows it: for X3D the pooled projection
+        (its 1x1x1 pre-convolution is pointwise, so the stored map is after it) then the
+        classifier (docs/method.md, Stage 1, trunk)."""
+        self.check_layer(layer)
+        strides = self.temporal_strides()
+        if layer in ("res4", "res5"):
+            return TrunkLayer(layer, stride=strides[layer])
+        pool = self.net.blocks[-1].pool
+        projected = hasattr(pool, "pre_conv")
+        kernel = int((pool.pool if projected else pool).kernel_size[0])
+        return TrunkLayer("head_pre" if projected else "res5", stride=strides["res5"], kernel=kernel,
+                          head=projected or layer == "logits")
+
+    def trunk_sources(self, x: torch.Tensor, sources: tuple[str, ...]) -> list[torch.Tensor]:
+        res4, res5 = self._trunk(x)
+        maps = {"res4": res4, "res5": res5}
+        if "head_pre" in sources:
+            pool = self.net.blocks[-1].pool
+            maps["head_pre"] = pool.pre_act(pool.pre_norm(pool.pre_conv(res5)))
+        return [maps[s] for s in sources]
+
+    def trunk_head(self, layer: str, v: torch.Tensor) -> torch.Tensor:
+        """v: (P, D) averaged cells -> (P, D_layer): X3D's post-projection for pool (and logits),
+        the classifier for logits."""
+        head = self.net.blocks[-1]
+        if hasattr(head.pool, "pre_conv") and layer in ("pool", "logits"):
+            v = head.pool.post_act(head.pool.post_conv(v[:, :, None, None, None])).flatten(1)
+        return head.proj(v) if layer == "logits" else v
 
     def layer_maps(self, x: torch.Tensor, wanted: frozenset[str]) -> Iterator[tuple[str, torch.Tensor]]:
         """x: (B, 3, T, H, W) normalised -> yields res4, res5, pool, logits in turn, each from the one
@@ -81,6 +131,7 @@ class SlowFastBackbone(ZooBackbone):
     pool (the network's own per-pathway pooling, concatenated) both branch off them."""
 
     alpha = 4
+    trunk_kind = None            # two pathways at two rates: trunk=on is not offered
     layers = {k: v for k, v in LAYERS.items() if k != "res4"}   # one res4 per pathway: not offered
 
     def pathways(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -121,4 +172,5 @@ def identify_zoo(name: str, *, weights: str, seed: int) -> WeightsInfo:
 
 
 for _name in ZOO:
-    register(_name, functools.partial(identify_zoo, _name))(functools.partial(build_zoo, _name))
+    register(_name, functools.partial(identify_zoo, _name),
+             trunk=(SlowFastBackbone if _name.startswith("slowfast") else ZooBackbone).trunk_kind)(functools.partial(build_zoo, _name))

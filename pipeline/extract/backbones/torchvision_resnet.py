@@ -42,6 +42,7 @@ class FrameResNet(Backbone):
 
     layers = LAYERS
     spec = IMAGENET
+    trunk_kind = "frames"        # trunk=on: each frame once, windows pool the frames they hold
 
     def __init__(self, net: models.ResNet):
         super().__init__()
@@ -85,4 +86,4 @@ def identify_resnet(name: str, *, weights: str, seed: int) -> WeightsInfo:
 
 
 for _name in RESNETS:
-    register(_name, functools.partial(identify_resnet, _name))(functools.partial(build_resnet, _name))
+    register(_name, functools.partial(identify_resnet, _name), trunk=FrameResNet.trunk_kind)(functools.partial(build_resnet, _name))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipeline.learn.attention.registry import (ATTENTIONS, AttentionSpec, Option, attention_options,
                                                get_attention, register_attention)
-from pipeline.learn.heads.base import PARAMS_FILE, read_json
+from pipeline.learn.persistence import PARAMS_FILE, read_json
 
 log = logging.getLogger(__name__)
 

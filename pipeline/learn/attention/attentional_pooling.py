@@ -10,7 +10,8 @@ import logging
 import torch
 from torch import nn
 
-from pipeline.learn.attention.base import PositionClassifierBase, _check_int
+from pipeline.core.settings import check_int
+from pipeline.learn.attention.base import PositionClassifierBase
 from pipeline.learn.attention.registry import AttentionSpec, Option, choice, integer, register_attention
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class AttentionalPoolingClassifier(PositionClassifierBase):
 
     def _build_module(self, n_classes: int) -> nn.Module:
         return AttentionalPooling(self.n_features_in_, n_classes,
-                                  rank=_check_int("rank", self.rank, 1),
+                                  rank=check_int("rank", self.rank, 1),
                                   bottom_up=bool(self.bottom_up),
                                   per_class_bottom_up=bool(self.per_class_bottom_up),
                                   mean_over_positions=bool(self.mean_over_positions))

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from pipeline.learn.heads.base import (SampleData, TorchClassifierBase, pad_samples, resolve_device,
-                                 torch_dtype)
+from pipeline.core.devices import resolve_device, torch_dtype
+from pipeline.learn.training import SampleData, TorchClassifierBase, pad_samples
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,3 @@ class PositionClassifierBase(TorchClassifierBase):
 
     def _set_meta(self, meta: dict) -> None:
         self.n_features_in_ = int(meta["n_features_in"])
-
-
-def _check_int(name: str, value, low: int) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name}={value!r} must be an integer >= {low}")
-    return int(value)

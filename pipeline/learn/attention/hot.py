@@ -3,9 +3,6 @@ mean window; X = (1/N) sum_n w_n^r phi_n^(x)r (r = 2, 3), EPN, linear softmax, t
 from per-video caches, so that a training step only mixes group weights ("Economy" below)."""
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import logging
 import math
 from typing import Any, Mapping, Sequence
@@ -16,18 +13,18 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional as F
 
-from pipeline.pooling.epn import (SPECTRUM_NORMS, SpectralFunction, _core_apply_reconstruct, epn_so_torch,
-                          make_epn, stable_eigh)
+from pipeline.core.devices import resolve_device, torch_dtype
 from pipeline.learn.attention.registry import AttentionSpec, Option, choice, integer, register_attention
-from pipeline.learn.heads.base import SampleData, TorchClassifierBase, resolve_device, torch_dtype
-from pipeline.pooling.tensor_pool import (ORDERS, frobenius_scale, n_unique, pack, pack_weights, unit_rows,
-                                  unpack)
+from pipeline.learn.training import SampleData, TorchClassifierBase
+from pipeline.pooling.differentiable import (VideoCache, build_cache, hot_descriptor_torch,
+                                             lift_from_range, so_epn_in_range, stack_caches)
+from pipeline.pooling.epn import SPECTRUM_NORMS, SpectralFunction, make_epn
+from pipeline.pooling.packing import ORDERS, frobenius_scale, n_unique, pack, pack_weights, unpack
 
 log = logging.getLogger(__name__)
 
 __all__ = ["NONNEG", "GroupAttention", "HoTModule", "HoTAttentionClassifier",
-           "NoAttentionClassifier", "GroupWeigher", "build_cache", "stack_caches",
-           "hot_descriptor_torch"]
+           "NoAttentionClassifier"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,119 +73,6 @@ class GroupAttention(nn.Module):
         return NONNEG[self.nonneg](self.score(means).squeeze(-1), list(lengths))
 
 
-# --------------------------------------------------------------------------------------------
-# per-video cache and the differentiable descriptor
-# --------------------------------------------------------------------------------------------
-# Economy (ours, exact). Only the group weights change between training steps, so everything else
-# is computed once per video (_VideoCache) and each step only mixes:
-# - SO: X is linear in the weights, X = sum_g a_g X_g with a_g = w_g^2 / N and X_g = sum_{n in g}
-#   psi_n psi_n^T. The X_g are cached, (G_v, k, k) in the range basis of the video (k = min(N, d),
-#   psi = Y Q^T with Q (d, k) orthonormal, exact since X lives in span(psi_n)); a step is one
-#   weighted sum of G_v matrices, an eigh of k x k and the lift Q (.) Q^T (EPN maps 0 to 0).
-# - TO: X is cubic in the weights and caching a (d, d, d) tensor per group is too big, so the
-#   cache is the weight-free part of docs/method.md's Gram form: with A = diag(a_n), a_n = w_{g(n)}^3/N,
-#       X_(1) X_(1)^T = Psi^T A (G o G) A Psi,   G = Psi Psi^T = Y Y^T,
-#   cached as Y (N, k), H = G o G (N, N) and Q. A step forms B = (A Y)^T H (A Y) (k x k;
-#   O(N^2 k)), U = Q V from eigh(B), the core (1/N) sum_n w_n^3 (V^T y_n)^(x)3 (O(N k^3)), applies g
-#   and reconstructs; no d^4 work and no per-group d^3 tensor. tests/test_attention.py checks both
-#   against pooling the weighted windows directly (tensor_pool.pool + epn.epn_so/epn_to) and the
-#   numpy fast path tensor_pool.hot_descriptor(weights=...).
-
-
-@dataclasses.dataclass
-class _VideoCache:
-    """Weight-free quantities of one video (see "Economy" above), k = min(N, d).
-
-    n: windows N; present (G_v,) group ids present; means (G_v, d) their mean l2-normalised
-    window; gpos (N,) each window's position in `present`; Q (d, k) when N < d, else None
-    (Y = psi); blocks (G_v, k, k) SO per-group matrices Y_g^T Y_g; Y (N, k), H (N, N) for TO.
-    """
-
-    n: int
-    present: torch.Tensor
-    means: torch.Tensor
-    gpos: torch.Tensor
-    Q: torch.Tensor | None
-    blocks: torch.Tensor | None = None
-    Y: torch.Tensor | None = None
-    H: torch.Tensor | None = None
-
-
-def build_cache(phi: np.ndarray, groups: np.ndarray, order: int, *, center: bool = False,
-                normalize: bool = True, device="cpu", dtype=torch.float64) -> _VideoCache:
-    """The cache of one video: phi (N, d) window features, groups (N,) group index per window.
-
-    normalize: l2-normalise each window first (HoT's derivation assumes ||phi_n|| = 1);
-    center: pool (phi_n - mu) with mu the unweighted mean (the supplement's covariance form).
-    Computed in float64 numpy, stored in `dtype` on `device`.
-    """
-    phi = np.asarray(phi, dtype=np.float64)
-    groups = np.asarray(groups)
-    N, d = phi.shape
-    if normalize:
-        phi = unit_rows(phi)
-    psi = phi - phi.mean(axis=0, keepdims=True) if center else phi
-    present, gpos = np.unique(groups, return_inverse=True)
-    means = np.stack([phi[gpos == i].mean(axis=0) for i in range(len(present))])
-    if N < d:
-        Q, R = np.linalg.qr(psi.T)  # psi^T = Q R, Q (d, N)
-        Y = R.T
-    else:
-        Q, Y = None, psi
-
-    def t(a: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.ascontiguousarray(a), device=device).to(dtype)
-
-    cache = _VideoCache(N, torch.as_tensor(present, device=device),
-                        t(means), torch.as_tensor(gpos, device=device), None if Q is None else t(Q))
-    if order == 2:
-        cache.blocks = t(np.stack([Y[gpos == i].T @ Y[gpos == i] for i in range(len(present))]))
-    else:
-        G = Y @ Y.T
-        cache.Y, cache.H = t(Y), t(G * G)
-    return cache
-
-
-def stack_caches(caches: Sequence[_VideoCache]) -> _VideoCache:
-    """Caches of videos with equal N and equal numbers of present groups (so equal shapes) as one
-    cache with a leading batch axis (B, ...), for hot_descriptor_torch with w (B, G)."""
-    def stack(name: str) -> torch.Tensor | None:
-        parts = [getattr(c, name) for c in caches]
-        return None if parts[0] is None else torch.stack(parts)
-
-    return _VideoCache(caches[0].n, stack("present"), stack("means"), stack("gpos"), stack("Q"),
-                       stack("blocks"), stack("Y"), stack("H"))
-
-
-def _so_range(cache: _VideoCache, w: torch.Tensor, fn: SpectralFunction,
-              spectrum_norm: str) -> torch.Tensor:
-    """SO EPN(X) in the video's range basis (..., k, k): E = Q (this) Q^T, same Frobenius norm."""
-    fn = fn.resolve(cache.n) if fn.needs_n_windows else fn
-    B = torch.einsum("...g,...gij->...ij", w ** 2 / cache.n, cache.blocks)
-    return epn_so_torch(B, fn, spectrum_norm)
-
-
-def _lift(cache: _VideoCache, E: torch.Tensor) -> torch.Tensor:
-    return E if cache.Q is None else cache.Q @ E @ cache.Q.mT
-
-
-def hot_descriptor_torch(cache: _VideoCache, w: torch.Tensor, order: int, fn: SpectralFunction,
-                         spectrum_norm: str = "sum") -> torch.Tensor:
-    """EPN(X) of one video from its cache and group weights w (G_v,) >= 0 (one per present
-    group), differentiable in w: (d, d) for SO, (d, d, d) for TO. fn is resolved here with N.
-    Batched alike: cache = stack_caches(caches) and w (B, G) give (B, d, d[, d])."""
-    if order == 2:
-        return _lift(cache, _so_range(cache, w, fn, spectrum_norm))
-    fn = fn.resolve(cache.n) if fn.needs_n_windows else fn
-    a = torch.gather(w ** 3 / cache.n, -1, cache.gpos)  # (..., N): a_n = w_{g(n)}^3 / N
-    aY = a.unsqueeze(-1) * cache.Y
-    _, V = stable_eigh(aY.mT @ cache.H @ aY)  # X_(1) X_(1)^T in the range basis, descending
-    Z = cache.Y @ V
-    core = torch.einsum("...n,...ni,...nj,...nl->...ijl", a, Z, Z, Z)
-    U = V if cache.Q is None else cache.Q @ V
-    return _core_apply_reconstruct(core, U, fn, spectrum_norm)
-
-
 class HoTModule(nn.Module):
     """Attention + pooling + EPN + linear softmax: caches of B videos -> logits (B, C).
 
@@ -208,7 +92,7 @@ class HoTModule(nn.Module):
             self.register_buffer("_unpack_index", torch.as_tensor(
                 unpack(np.arange(n_unique(d, 2)), d, 2).reshape(-1)), persistent=False)
 
-    def group_weights(self, caches: Sequence[_VideoCache]) -> list[torch.Tensor]:
+    def group_weights(self, caches: Sequence[VideoCache]) -> list[torch.Tensor]:
         """[(G_v,)] the weight of each present group of each video."""
         lengths = [len(c.present) for c in caches]
         if self.attention is None:
@@ -216,7 +100,7 @@ class HoTModule(nn.Module):
         w = self.attention(torch.cat([c.means for c in caches]), lengths)
         return list(torch.split(w, lengths))
 
-    def _same_shaped(self, caches: Sequence[_VideoCache]):
+    def _same_shaped(self, caches: Sequence[VideoCache]):
         """(positions in caches, their stacked cache, group weights (b, G)) for each set of
         same-shaped videos (equal N and number of present groups)."""
         same: dict[tuple[int, int], list[int]] = {}
@@ -227,7 +111,7 @@ class HoTModule(nn.Module):
             yield (pos, stack_caches([caches[i] for i in pos]),
                    torch.stack([weights[i] for i in pos]))
 
-    def _epn_batches(self, caches: Sequence[_VideoCache]):
+    def _epn_batches(self, caches: Sequence[VideoCache]):
         """(positions in caches, EPN tensors (b, d, d[, d])) for each set of same-shaped videos."""
         for pos, cache, w in self._same_shaped(caches):
             yield pos, hot_descriptor_torch(cache, w, self.order, self.fn, self.spectrum_norm)
@@ -244,11 +128,11 @@ class HoTModule(nn.Module):
     def _rows(self, E: torch.Tensor) -> torch.Tensor:
         return F.normalize(frobenius_scale(pack(E, self.order), self.d, self.order), dim=-1)
 
-    def descriptors(self, caches: Sequence[_VideoCache]) -> torch.Tensor:
+    def descriptors(self, caches: Sequence[VideoCache]) -> torch.Tensor:
         """(B, n_unique(d, order)) unit rows."""
         return self._in_order([(pos, self._rows(E)) for pos, E in self._epn_batches(caches)])
 
-    def forward(self, caches: Sequence[_VideoCache]) -> torch.Tensor:
+    def forward(self, caches: Sequence[VideoCache]) -> torch.Tensor:
         if self.order == 3:
             # TO: unpacking W would hold C d^3 numbers (6x pack's); pack the batch's tensors.
             return self.classifier(self.descriptors(caches))
@@ -263,8 +147,8 @@ class HoTModule(nn.Module):
         # ||E||_F is taken in the range basis (Q orthonormal): a (k, k) norm, not a (d, d) one.
         parts = []
         for pos, cache, w in self._same_shaped(caches):
-            Ek = _so_range(cache, w, self.fn, self.spectrum_norm)
-            parts.append((pos, self.so_logits(_lift(cache, Ek).flatten(1), U, Ek.flatten(1))))
+            Ek = so_epn_in_range(cache, w, self.fn, self.spectrum_norm)
+            parts.append((pos, self.so_logits(lift_from_range(cache, Ek).flatten(1), U, Ek.flatten(1))))
         return self._in_order(parts) + self.classifier.bias
 
     def unpacked_weight(self) -> torch.Tensor:
@@ -416,16 +300,6 @@ class HoTAttentionClassifier(TorchClassifierBase):
         the learned weights (n_unique(d, order) wide), what an SVM head reads in stage 2."""
         return module.descriptors(batch)
 
-    def weigher(self) -> "GroupWeigher":
-        """The learned group weights as stage 2's Weigher hook (descriptors.compute_descriptors(
-        ..., weigher=...)): picklable numpy, with a key naming the parameters and weights."""
-        check_is_fitted(self, "module_")
-        att = self.module_.attention
-        state = {} if att is None else {k: v.detach().double().cpu().numpy()
-                                        for k, v in att.state_dict().items()}
-        return GroupWeigher(tuple(self.group_names_), state,
-                            self.nonneg if att is not None else "none",
-                            int(self.hidden) if att is not None else 0, bool(self.normalize))
 
 
 class NoAttentionClassifier(HoTAttentionClassifier):
@@ -457,49 +331,6 @@ class NoAttentionClassifier(HoTAttentionClassifier):
         self.dtype = dtype
 
 
-@dataclasses.dataclass(frozen=True)
-class GroupWeigher:
-    """Per-window weights from a trained GroupAttention (descriptors.Weigher): picklable, on CPU.
-
-    group_names: the names the network was trained on; state: its state dict as float64 numpy
-    arrays; nonneg, hidden as in GroupAttention (nonneg "none": every window weighs 1);
-    normalize: l2-normalise windows before taking group means, as in training.
-    """
-
-    group_names: tuple[str, ...]
-    state: Mapping[str, np.ndarray]
-    nonneg: str
-    hidden: int = 0
-    normalize: bool = True
-
-    @property
-    def key(self) -> str:
-        h = hashlib.sha256(json.dumps([list(self.group_names), self.nonneg, self.hidden,
-                                       self.normalize, sorted(self.state)]).encode())
-        for name in sorted(self.state):
-            h.update(np.ascontiguousarray(self.state[name], dtype=np.float64).tobytes())
-        return f"hot-attention-{h.hexdigest()[:12]}"
-
-    def __call__(self, item_id: str, phi: np.ndarray, groups: Sequence[str]) -> np.ndarray:
-        """phi (N, d), each window's group name -> weights (N,) >= 0."""
-        index = {g: i for i, g in enumerate(self.group_names)}
-        unknown = sorted(set(groups) - set(index))
-        if unknown:
-            raise ValueError(f"{item_id}: groups {unknown} were not seen in training; known: "
-                             f"{', '.join(self.group_names)}")
-        if self.nonneg == "none":
-            return np.ones(len(groups))
-        phi = np.asarray(phi, dtype=np.float64)
-        phi = unit_rows(phi) if self.normalize else phi
-        present, gpos = np.unique(np.array([index[g] for g in groups]), return_inverse=True)
-        means = np.stack([phi[gpos == i].mean(axis=0) for i in range(len(present))])
-        net = GroupAttention(phi.shape[1], self.hidden, self.nonneg).double()
-        net.load_state_dict({k: torch.as_tensor(v) for k, v in self.state.items()})
-        with torch.no_grad():
-            w = net(torch.as_tensor(means), [len(present)]).numpy()
-        return w[gpos]
-
-
 def pooling_params(t, d) -> dict:
     """The HoT pooling settings of stage 2 (DescriptorConfig `d`) the group classifiers share."""
     return {"order": d.order, "epn": d.epn, "epn_params": dict(d.epn_params),
@@ -508,11 +339,11 @@ def pooling_params(t, d) -> dict:
 
 OPTIONS = {
     "nonneg": Option("softplus", str, "hot: w >= 0 by softplus (w = 1 at init), sigmoid or softmax "
-                                      "over a video's groups; the paper leaves it open (arid_train, "
-                                      "15 folds: 92.9 / 93.1 / 92.9, within the seeds' spread)",
+                                      "over a video's groups; the paper leaves it open (the three "
+                                      "tie on real video: docs/results.md)",
                      choice(*NONNEG)),
     "hidden": Option(0, int, "hot: width of w's hidden layer; 0 = linear score (fewest parameters "
-                             "for the few videos of a split; 64: 93.6, within the spread)",
+                             "for the few videos of a split; 64 no better: docs/results.md)",
                      integer(0)),
 }
 register_attention(AttentionSpec(

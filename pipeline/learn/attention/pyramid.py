@@ -15,11 +15,12 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional as F
 
-from pipeline.learn.attention.base import (PositionClassifierBase, _check_int, masked_softmax,
-                                     positions)
+from pipeline.core.devices import resolve_device, torch_dtype
+from pipeline.core.settings import check_int
+from pipeline.learn.attention.base import PositionClassifierBase, masked_softmax, positions
 from pipeline.learn.attention.registry import (AttentionSpec, Option, choice, integer,
                                                register_attention)
-from pipeline.learn.heads.base import SampleData, pad_samples, resolve_device, torch_dtype
+from pipeline.learn.training import SampleData, pad_samples
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ class PyramidAttentionClassifier(PositionClassifierBase):
 
     def _build_module(self, n_classes: int) -> nn.Module:
         return PyramidAttention(self.layer_dims_, n_classes,
-                                n_maps=_check_int("n_maps", self.n_maps, 1), fusion=self.fusion)
+                                n_maps=check_int("n_maps", self.n_maps, 1), fusion=self.fusion)
 
     def _forward(self, module, batch):
         layers, mask = batch

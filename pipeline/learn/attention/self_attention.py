@@ -13,7 +13,8 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from pipeline.learn.attention.base import PositionClassifierBase, _check_int, masked_softmax
+from pipeline.core.settings import check_int
+from pipeline.learn.attention.base import PositionClassifierBase, masked_softmax
 from pipeline.learn.attention.registry import (AttentionSpec, Option, integer,
                                                register_attention)
 
@@ -92,8 +93,8 @@ class SelfAttentionClassifier(PositionClassifierBase):
 
     def _build_module(self, n_classes: int) -> nn.Module:
         return MultiHeadSelfAttention(self.n_features_in_, n_classes,
-                                      heads=_check_int("heads", self.heads, 1),
-                                      width=_check_int("width", self.width, 1))
+                                      heads=check_int("heads", self.heads, 1),
+                                      width=check_int("width", self.width, 1))
 
     def _forward(self, module, batch):
         X, mask = batch
@@ -155,7 +156,7 @@ class LearnedQueryClassifier(PositionClassifierBase):
 
     fit(samples, y): samples [(n_i, f) windows or (n_i, D, H, W) maps]. attention_map(samples):
     per sample (n_queries, *positions), each row summing to 1. n_queries defaults to 4, as
-    the option queries (arid_train, 15 folds: 87.1% against 82.2% with one query).
+    the option queries (4 beat 1 on real video: docs/results.md).
     """
 
     def __init__(self, *, n_queries: int = 4, key_dim: int = 64, value_dim: int = 0,
@@ -177,9 +178,9 @@ class LearnedQueryClassifier(PositionClassifierBase):
 
     def _build_module(self, n_classes: int) -> nn.Module:
         return LearnedQueryPooling(self.n_features_in_, n_classes,
-                                    n_queries=_check_int("n_queries", self.n_queries, 1),
-                                    key_dim=_check_int("key_dim", self.key_dim, 1),
-                                    value_dim=_check_int("value_dim", self.value_dim, 0))
+                                    n_queries=check_int("n_queries", self.n_queries, 1),
+                                    key_dim=check_int("key_dim", self.key_dim, 1),
+                                    value_dim=check_int("value_dim", self.value_dim, 0))
 
     def _forward(self, module, batch):
         X, mask = batch
@@ -197,8 +198,8 @@ HEADS = {"self_heads": Option(4, int, "self, self_cells: attention heads (Vaswan
                          integer(1)),
          "self_width": Option(64, int, "self, self_cells: width of Q, K, V and the output (ours: "
                                   "small, as the learned-query model's key_dim)", integer(1))}
-QUERIES = {"queries": Option(4, int, "learned_query: learned queries (arid_train: 4 87.1% vs 1 "
-                                     "82.2%)", integer(1))}
+QUERIES = {"queries": Option(4, int, "learned_query: learned queries (4 beat 1 on real video: "
+                                     "docs/results.md)", integer(1))}
 
 
 def _self_name(where: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipeline.learn.heads.base import PARAMS_FILE, read_json
+from pipeline.learn.persistence import PARAMS_FILE, read_json
 from pipeline.learn.heads.linear import LinearHead
 from pipeline.learn.heads.logistic import LogisticHead
 from pipeline.learn.heads.mlp import MLPHead

@@ -1,482 +1,25 @@
-"""What every head and learned attention classifier shares: row sources that stream float32 chunks
-(numpy, h5py or a reader function), seeded stratified splits, early-stopped torch training with a
-hyper-parameter grid chosen on the training part only, and pickle-free save/load (JSON + arrays)."""
+"""The two kinds of head: torch heads on descriptor rows (TorchRowHead) and heads whose fitted
+state is numpy arrays (ArrayHeadBase: SVM, logistic regression)."""
 from __future__ import annotations
 
-import copy
-import dataclasses
-import json
 import logging
-import warnings
+import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from pipeline.core.cache import atomic_path
+from pipeline.core.cache import CorruptFileError, atomic_path
+from pipeline.core.devices import resolve_device, torch_dtype
+from pipeline.learn.rows import RowData, as_row_source, in_training_basis
+from pipeline.learn.persistence import (ARRAYS_FILE, REFIT, check_classes, check_finite, read_params,
+                                        restore, write_params)
+from pipeline.learn.training import TorchClassifierBase
 
 log = logging.getLogger(__name__)
-
-__all__ = ["RowSource", "as_row_source", "stratified_holdout", "stratified_folds", "as_grid",
-           "encode_labels", "TrainResult", "train_early_stopping", "resolve_device", "torch_dtype",
-           "TorchClassifierBase", "TorchRowHead", "RowData", "SampleData", "pad_samples",
-           "ArrayHeadBase", "in_training_basis", "select_by_cv", "two_columns", "write_json",
-           "read_json", "PARAMS_FILE"]
-
-PARAMS_FILE = "params.json"   # every saved head/classifier: its class, parameters, fitted metadata
-STATE_FILE = "state.pt"        # torch state dict (torch.load(..., weights_only=True))
-ARRAYS_FILE = "arrays.npz"     # numpy arrays (np.load(..., allow_pickle=False))
-
-
-# --------------------------------------------------------------------------------------------
-# row sources: descriptors read in float32 chunks, never all at once
-# --------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class RowSource:
-    """Rows (n_rows, n_features) that are read on demand.
-
-    read(indices) gets strictly increasing int64 indices (what h5py fancy indexing needs) and
-    returns (len(indices), n_features). rows() and chunks() take any order and return float32.
-    """
-
-    read: Callable[[np.ndarray], np.ndarray]
-    n_rows: int
-    n_features: int
-
-    def rows(self, indices) -> np.ndarray:
-        """Rows at `indices` (k,) in the order given -> (k, n_features) float32."""
-        indices = np.asarray(indices, dtype=np.int64)
-        if indices.size == 0:
-            return np.zeros((0, self.n_features), dtype=np.float32)
-        if indices.min() < 0 or indices.max() >= self.n_rows:
-            raise IndexError(f"row indices must lie in [0, {self.n_rows})")
-        uniq, inverse = np.unique(indices, return_inverse=True)
-        block = np.asarray(self.read(uniq), dtype=np.float32)
-        if block.shape != (len(uniq), self.n_features):
-            raise ValueError(f"read_rows returned shape {block.shape}; expected "
-                             f"{(len(uniq), self.n_features)}")
-        return block[inverse]
-
-    def chunk_rows(self, chunk_mb: float) -> int:
-        """How many float32 rows fit in chunk_mb MiB (at least 1)."""
-        return max(1, int(chunk_mb * 2 ** 20) // (4 * max(1, self.n_features)))
-
-    def chunks(self, indices, chunk_mb: float, multiple: int = 1
-               ) -> Iterator[tuple[slice, np.ndarray]]:
-        """(positions in `indices`, their rows float32) chunk by chunk, in the order given;
-        chunks hold a multiple of `multiple` rows (at least `multiple`)."""
-        indices = np.asarray(indices, dtype=np.int64)
-        step = max(multiple, self.chunk_rows(chunk_mb) // multiple * multiple)
-        for start in range(0, len(indices), step):
-            sl = slice(start, min(len(indices), start + step))
-            yield sl, self.rows(indices[sl])
-
-
-def as_row_source(X, n_rows: int | None = None) -> RowSource:
-    """A RowSource from an array (n, D), an h5py Dataset (n, D), a RowSource, or a function
-    read_rows(indices) -> (k, D) (then n_rows is required; D is read from row 0)."""
-    if isinstance(X, RowSource):
-        return X
-    if callable(X) and not hasattr(X, "shape"):
-        if n_rows is None:
-            raise ValueError("a read_rows function needs n_rows (the number of rows it serves)")
-        first = np.asarray(X(np.array([0], dtype=np.int64)))
-        if first.ndim != 2 or first.shape[0] != 1:
-            raise ValueError(f"read_rows([0]) returned shape {first.shape}; expected (1, D)")
-        return RowSource(X, int(n_rows), int(first.shape[1]))
-    shape = getattr(X, "shape", None)
-    if shape is None:
-        X = np.asarray(X)
-        shape = X.shape
-    if len(shape) != 2:
-        raise ValueError(f"X has shape {tuple(shape)}; expected (n_samples, n_features)")
-    if n_rows is not None and n_rows != shape[0]:
-        raise ValueError(f"X has {shape[0]} rows; y has {n_rows}")
-    return RowSource(lambda idx: X[idx], int(shape[0]), int(shape[1]))
-
-
-# --------------------------------------------------------------------------------------------
-# seeded, stratified splits of the training part (hyper-parameters never see test labels)
-# --------------------------------------------------------------------------------------------
-def encode_labels(y) -> tuple[np.ndarray, np.ndarray]:
-    """(classes (C,) sorted, codes (n,) int64 in [0, C)); at least two classes."""
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise ValueError(f"y has shape {y.shape}; expected one label per sample (n,)")
-    classes, codes = np.unique(y, return_inverse=True)
-    if len(classes) < 2:
-        raise ValueError(f"y has {len(classes)} class(es); a classifier needs at least 2")
-    return classes, codes.astype(np.int64)
-
-
-def stratified_holdout(codes, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fit positions, validation positions) into codes (n,), both sorted int64.
-
-    Per class: round(fraction * n_c) samples go to validation, at least 1 and at most n_c - 1
-    when n_c >= 2; a class with one sample stays in the fit part (ours). Seeded, deterministic.
-    """
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"validation_fraction={fraction} must be in [0, 1)")
-    codes = np.asarray(codes)
-    rng = np.random.default_rng(seed)
-    val = []
-    if fraction > 0:
-        for c in np.unique(codes):
-            pos = rng.permutation(np.flatnonzero(codes == c))
-            if len(pos) >= 2:
-                val.append(pos[:min(len(pos) - 1, max(1, int(round(fraction * len(pos)))))])
-    val = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
-    fit = np.setdiff1d(np.arange(len(codes)), val)
-    return fit.astype(np.int64), val.astype(np.int64)
-
-
-def stratified_folds(codes, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Seeded stratified k-fold over codes (n,): [(fit positions, validation positions)].
-
-    k = min(n_folds, the largest class); classes smaller than k are spread as far as they go.
-    """
-    codes = np.asarray(codes)
-    counts = np.bincount(codes)
-    k = max(2, min(n_folds, int(counts.max())))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-        return [(a.astype(np.int64), b.astype(np.int64))
-                for a, b in skf.split(np.zeros((len(codes), 1)), codes)]
-
-
-def as_grid(value, name: str) -> tuple[float, ...]:
-    """A hyper-parameter given as one value or a sequence of candidates -> sorted tuple."""
-    values = tuple(value) if isinstance(value, (list, tuple, np.ndarray)) else (value,)
-    if not values:
-        raise ValueError(f"{name}={value!r}: give a value or a non-empty sequence of candidates")
-    for v in values:
-        if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool) \
-                or not np.isfinite(v) or v < 0:
-            raise ValueError(f"{name}={value!r}: candidates must be finite numbers >= 0")
-    return tuple(sorted(float(v) for v in values))
-
-
-# --------------------------------------------------------------------------------------------
-# torch training with early stopping
-# --------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class TrainResult:
-    """best_epoch: 1-based epoch whose state was kept; best_val: its validation loss (nan when no
-    validation part); history: per epoch {"epoch", "train_loss", "val_loss"}."""
-
-    best_epoch: int
-    best_val: float
-    history: list[dict]
-
-
-def make_optimizer(params: Sequence[torch.Tensor], *, lr: float,
-                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """The Adam every trained head uses: the fused kernel (one pass over all parameters; about
-    3x faster steps than the per-tensor loop on CPU) where torch has it for these tensors."""
-    params = list(params)
-    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
-
-
-def train_early_stopping(module: nn.Module, epoch_losses: Callable[[int], Iterable[torch.Tensor]],
-                         validate: Callable[[], float] | None, *, lr: float, weight_decay: float,
-                         max_epochs: int, patience: int) -> TrainResult:
-    """Adam on module's parameters; one step per loss that epoch_losses(epoch) yields.
-
-    After every epoch validate() (no gradients) gives the validation loss; training stops after
-    `patience` epochs without improvement and the best epoch's state is restored. Without a
-    validation part (validate None) it runs max_epochs and keeps the last state.
-    """
-    params = [p for p in module.parameters() if p.requires_grad]
-    opt = make_optimizer(params, lr=lr, weight_decay=weight_decay)
-    best_val, best_epoch, best_state, history = float("inf"), 0, None, []
-    for epoch in range(1, max_epochs + 1):
-        module.train()
-        total, count = 0.0, 0
-        for loss in epoch_losses(epoch):
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total, count = total + float(loss.detach()), count + 1
-        module.eval()
-        val = float("nan")
-        if validate is not None:
-            with torch.no_grad():
-                val = float(validate())
-        history.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val})
-        if validate is None:
-            best_epoch, best_val = epoch, val
-            continue
-        if best_state is None or val < best_val - 1e-12 * abs(best_val):
-            best_val, best_epoch = val, epoch
-            best_state = copy.deepcopy(module.state_dict())
-        elif epoch - best_epoch >= patience:
-            break
-    if best_state is not None:
-        module.load_state_dict(best_state)
-    module.eval()
-    return TrainResult(best_epoch, best_val, history)
-
-
-def resolve_device(device: str) -> torch.device:
-    """'cpu', 'cuda', 'cuda:1' or 'auto' (cuda when present). Determinism is promised on CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    table = {"float32": torch.float32, "float64": torch.float64}
-    if name not in table:
-        raise ValueError(f"dtype={name!r} is unknown; known: {', '.join(table)}")
-    return table[name]
-
-
-# --------------------------------------------------------------------------------------------
-# JSON helpers
-# --------------------------------------------------------------------------------------------
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
-
-
-def write_json(path: Path, obj: dict) -> None:
-    """obj as JSON (numpy values converted) at path, written atomically (cache.atomic_path)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_jsonable(obj), indent=1, sort_keys=True))
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
-
-
-def _restore_params(params: dict) -> dict:
-    """JSON lists back to tuples (list-valued parameters are grids, given as tuples)."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
-
-
-# --------------------------------------------------------------------------------------------
-# data held by a torch classifier during fit/predict
-# --------------------------------------------------------------------------------------------
-class RowData:
-    """Training rows streamed from a RowSource: batches of (x (b, D) tensor, positions)."""
-
-    def __init__(self, source: RowSource, indices: np.ndarray, chunk_mb: float,
-                 device: torch.device, dtype: torch.dtype):
-        self.source, self.indices = source, np.asarray(indices, dtype=np.int64)
-        self.chunk_mb, self.device, self.dtype = chunk_mb, device, dtype
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def batches(self, positions: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, Any]]:
-        """(batch positions, x) in the order of positions, reading chunk by chunk."""
-        # chunks are whole batches, so the batches do not depend on chunk_mb
-        for sl, rows in self.source.chunks(self.indices[positions], self.chunk_mb, batch_size):
-            x = torch.as_tensor(rows, device=self.device).to(self.dtype)
-            pos = positions[sl]
-            for b0 in range(0, len(pos), batch_size):
-                yield pos[b0:b0 + batch_size], x[b0:b0 + batch_size]
-
-
-class TorchClassifierBase(ClassifierMixin, BaseEstimator):
-    """A torch classifier trained with early stopping on a stratified, seeded validation part
-    carved from the training part; `weight_decay` may be a grid, chosen on that part.
-
-    Subclasses define __init__ (storing parameters only, incl. the common ones below),
-    _build_module(n_classes) -> nn.Module, _make_data(X, indices) -> data with .batches(),
-    _forward(module, batch) -> (logits (b, C), extra loss or None), and _meta()/_set_meta()
-    for the data-dependent shapes needed to rebuild the module on load.
-    Common parameters: lr, weight_decay, batch_size, max_epochs, patience, validation_fraction,
-    seed, device, dtype. Fitted: classes_, module_, chosen_params_ (the hyper-parameters picked
-    on the training part: weight_decay, epochs), history_.
-    """
-
-    # ---- subclass hooks -----------------------------------------------------------------
-    def _build_module(self, n_classes: int) -> nn.Module:
-        raise NotImplementedError
-
-    def _make_data(self, X, indices=None):
-        raise NotImplementedError
-
-    def _forward(self, module: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
-        raise NotImplementedError
-
-    def _meta(self) -> dict:
-        return {}
-
-    def _set_meta(self, meta: dict) -> None:
-        pass
-
-    def _features(self, module: nn.Module, batch) -> torch.Tensor:
-        """The learned representation of a batch (b, D) that the module's last linear layer
-        reads (for transform); classifiers that pool define it."""
-        raise NotImplementedError(f"{type(self).__name__} has no learned representation")
-
-    # ---- training -----------------------------------------------------------------------
-    def _check_common(self) -> None:
-        for name in ("lr", "batch_size", "max_epochs", "patience"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"{name}={v!r} must be > 0")
-        as_grid(self.weight_decay, "weight_decay")
-        torch_dtype(self.dtype)
-
-    def _fit_data(self, data, y) -> "TorchClassifierBase":
-        """Train on `data` (len n) with labels y (n,); sets the fitted attributes."""
-        self._check_common()
-        self.classes_, codes = encode_labels(y)
-        self.device_ = resolve_device(self.device)
-        dtype = torch_dtype(self.dtype)
-        fit_pos, val_pos = stratified_holdout(codes, self.validation_fraction, self.seed)
-        targets = torch.as_tensor(codes, device=self.device_)
-        best = None
-        for wd in as_grid(self.weight_decay, "weight_decay"):
-            cuda = [self.device_.index or 0] if self.device_.type == "cuda" else []
-            with torch.random.fork_rng(devices=cuda):  # seeded here, the caller's RNG untouched
-                torch.manual_seed(self.seed)  # the same initialisation and dropout for each
-                module = self._build_module(len(self.classes_)).to(self.device_, dtype)
-                rng = np.random.default_rng(self.seed)
-
-                def epoch_losses(epoch, module=module, rng=rng):
-                    order = rng.permutation(fit_pos)
-                    for pos, batch in data.batches(order, int(self.batch_size)):
-                        logits, extra = self._forward(module, batch)
-                        loss = nn.functional.cross_entropy(logits, targets[pos])
-                        yield loss if extra is None else loss + extra
-
-                def validate(module=module):
-                    total = 0.0
-                    for pos, batch in data.batches(val_pos, int(self.batch_size)):
-                        logits, _ = self._forward(module, batch)
-                        total += float(nn.functional.cross_entropy(logits, targets[pos],
-                                                                   reduction="sum"))
-                    return total / len(val_pos)
-
-                result = train_early_stopping(
-                    module, epoch_losses, validate if len(val_pos) else None, lr=self.lr,
-                    weight_decay=wd, max_epochs=int(self.max_epochs),
-                    patience=int(self.patience))
-            log.debug("%s weight_decay=%g: best epoch %d, val loss %.4f",
-                      type(self).__name__, wd, result.best_epoch, result.best_val)
-            if best is None or result.best_val < best[1].best_val:  # first (smallest) wins ties
-                best = (wd, result, module)
-        wd, result, module = best
-        self.module_ = module.eval()
-        self.chosen_params_ = {"weight_decay": wd, "epochs": result.best_epoch}
-        self.history_ = result.history
-        return self
-
-    # ---- prediction ---------------------------------------------------------------------
-    def _logits(self, data) -> np.ndarray:
-        check_is_fitted(self, "module_")
-        out = np.zeros((len(data), len(self.classes_)), dtype=np.float64)
-        self.module_.eval()
-        with torch.no_grad():
-            for pos, batch in data.batches(np.arange(len(data)), int(self.batch_size)):
-                logits, _ = self._forward(self.module_, batch)
-                out[pos] = logits.double().cpu().numpy()
-        return out
-
-    def transform(self, X) -> np.ndarray:
-        """(n, D) float64: each sample's learned representation, the input of the trained last
-        linear layer (a new head can be fitted on it)."""
-        check_is_fitted(self, "module_")
-        data = self._make_data(X)
-        parts = {}
-        self.module_.eval()
-        with torch.no_grad():
-            for pos, batch in data.batches(np.arange(len(data)), int(self.batch_size)):
-                for p, row in zip(pos, self._features(self.module_, batch).double().cpu().numpy()):
-                    parts[int(p)] = row
-        return np.stack([parts[i] for i in range(len(data))])
-
-    def decision_function(self, X) -> np.ndarray:
-        """Class scores (n, n_classes) (logits), columns in classes_ order."""
-        return self._logits(self._make_data(X))
-
-    def predict_proba(self, X) -> np.ndarray:
-        s = self.decision_function(X)
-        s = np.exp(s - s.max(axis=1, keepdims=True))
-        return s / s.sum(axis=1, keepdims=True)
-
-    def predict(self, X) -> np.ndarray:
-        return self.classes_[self.decision_function(X).argmax(axis=1)]
-
-    # ---- persistence --------------------------------------------------------------------
-    def save(self, path) -> Path:
-        """Write folder `path`: params.json (class, parameters, classes_, chosen_params_, shapes)
-        and state.pt (the module's state dict). No pickle."""
-        check_is_fitted(self, "module_")
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path / STATE_FILE) as tmp:
-            torch.save({k: v.detach().cpu() for k, v in self.module_.state_dict().items()}, tmp)
-        write_json(path / PARAMS_FILE, {
-            "class": type(self).__name__, "params": self.get_params(deep=False),
-            "classes": self.classes_, "classes_dtype": self.classes_.dtype.str,
-            "chosen_params": self.chosen_params_, "meta": self._meta(),
-            "history": self.history_})
-        return path
-
-    @classmethod
-    def load(cls, path) -> "TorchClassifierBase":
-        """The classifier saved by save(path); state read with torch.load(weights_only=True)."""
-        path = Path(path)
-        info = read_json(path / PARAMS_FILE)
-        if info["class"] != cls.__name__:
-            raise ValueError(f"{path} holds a {info['class']}, not a {cls.__name__}")
-        self = cls(**_restore_params(info["params"]))
-        self.classes_ = np.asarray(info["classes"], dtype=np.dtype(info["classes_dtype"]))
-        self.chosen_params_ = info["chosen_params"]
-        self.history_ = info["history"]
-        self._set_meta(info["meta"])
-        self.device_ = resolve_device(self.device)
-        module = self._build_module(len(self.classes_)).to(self.device_,
-                                                           torch_dtype(self.dtype))
-        state = torch.load(path / STATE_FILE, weights_only=True, map_location=self.device_)
-        module.load_state_dict(state)
-        self.module_ = module.eval()
-        return self
-
-
-def pad_samples(samples: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Variable-length samples [(n_i, ...)] -> (padded (B, n_max, ...) zeros, mask (B, n_max))."""
-    n_max = max(s.shape[0] for s in samples)
-    out = samples[0].new_zeros((len(samples), n_max, *samples[0].shape[1:]))
-    mask = torch.zeros((len(samples), n_max), dtype=torch.bool, device=samples[0].device)
-    for i, s in enumerate(samples):
-        out[i, :s.shape[0]] = s
-        mask[i, :s.shape[0]] = True
-    return out, mask
-
-
-class SampleData:
-    """In-memory samples (a list of prepared items) batched by a collate function."""
-
-    def __init__(self, items: list, collate: Callable[[list], Any]):
-        self.items, self.collate = items, collate
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def batches(self, positions: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, Any]]:
-        for b0 in range(0, len(positions), batch_size):
-            pos = positions[b0:b0 + batch_size]
-            yield pos, self.collate([self.items[p] for p in pos])
 
 
 class TorchRowHead(TorchClassifierBase):
@@ -546,42 +89,6 @@ class TorchRowHead(TorchClassifierBase):
         self.n_features_in_ = int(meta["n_features_in"])
 
 
-def in_training_basis(M: np.ndarray, rows, A: np.ndarray, *, chunk: int = 512) -> np.ndarray:
-    """(M A^T) rows (k, D) float64: a linear map M (k, r) on coordinates z = x rows^T A (rows
-    (n, D) the training rows, A (n, r); evaluate.coordinate_basis) as a map on the rows x
-    themselves. rows are read `chunk` at a time in float64 (never all of them)."""
-    M, A = np.asarray(M, dtype=np.float64), np.asarray(A, dtype=np.float64)
-    if M.ndim != 2 or A.ndim != 2 or M.shape[1] != A.shape[1] or A.shape[0] != len(rows):
-        raise ValueError(f"M {M.shape}, A {A.shape}, rows {tuple(rows.shape)}: need M (k, r), "
-                         f"A (n, r) and rows (n, D)")
-    B = M @ A.T
-    out = np.zeros((len(M), rows.shape[1]))
-    for i0 in range(0, len(rows), chunk):
-        out += B[:, i0:i0 + chunk] @ np.asarray(rows[i0:i0 + chunk], dtype=np.float64)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# scikit-learn heads: linear scores from stored arrays, saved as JSON + npz (no pickle)
-# --------------------------------------------------------------------------------------------
-def select_by_cv(codes: np.ndarray, candidates: Sequence[float], score: Callable, *, n_folds: int,
-                 seed: int) -> tuple[float, dict]:
-    """The candidate with the best mean validation score over seeded stratified folds of the
-    training part; score(candidate, fit_positions, val_positions) -> accuracy. Ties: the first
-    (smallest) candidate. One candidate: returned without any fitting. -> (choice, {c: mean})."""
-    if len(candidates) == 1:
-        return candidates[0], {}
-    if np.bincount(np.asarray(codes)).max() < 2:       # one video per class: nothing to validate on
-        middle = 1.0 if 1.0 in candidates else sorted(candidates)[len(candidates) // 2]
-        log.warning("every class has one training video: no cross-validation possible; "
-                    "using %s from the grid %s", middle, list(candidates))
-        return middle, {}
-    folds = stratified_folds(codes, n_folds, seed)
-    means = {c: float(np.mean([score(c, a, b) for a, b in folds])) for c in candidates}
-    best = max(candidates, key=lambda c: (means[c], -candidates.index(c)))
-    return best, means
-
-
 def two_columns(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A binary model's (1, D), (1,) -> (2, D), (2,) scores [-s, s], so scores are (n, C) always."""
     if coef.shape[0] == 1:
@@ -635,24 +142,27 @@ class ArrayHeadBase(ClassifierMixin, BaseEstimator):
         path.mkdir(parents=True, exist_ok=True)
         with atomic_path(path / ARRAYS_FILE) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **{name: getattr(self, name) for name in self._ARRAYS})
-        write_json(path / PARAMS_FILE, {
-            "class": type(self).__name__, "params": self.get_params(deep=False),
-            "classes": self.classes_, "classes_dtype": self.classes_.dtype.str,
-            "chosen_params": self.chosen_params_, "meta": self._meta()})
+        write_params(path, self, ARRAYS_FILE)      # last: it holds arrays.npz's checksum
         return path
 
     @classmethod
     def load(cls, path) -> "ArrayHeadBase":
+        """The head saved by save(path). Every file is checked against its checksum and the
+        arrays for NaN/Inf and for one row per class; a damaged, foreign or non-finite file
+        raises CorruptFileError naming it."""
         path = Path(path)
-        info = read_json(path / PARAMS_FILE)
-        if info["class"] != cls.__name__:
-            raise ValueError(f"{path} holds a {info['class']}, not a {cls.__name__}")
-        self = cls(**_restore_params(info["params"]))
-        self.classes_ = np.asarray(info["classes"], dtype=np.dtype(info["classes_dtype"]))
-        self.chosen_params_ = info["chosen_params"]
-        with np.load(path / ARRAYS_FILE, allow_pickle=False) as arrays:
-            for name in self._ARRAYS:
-                setattr(self, name, arrays[name])
+        info = read_params(path, cls, ARRAYS_FILE)
+        self = restore(cls, info)
+        try:
+            with np.load(path / ARRAYS_FILE, allow_pickle=False) as arrays:
+                for name in self._ARRAYS:
+                    setattr(self, name, arrays[name])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise CorruptFileError(path / ARRAYS_FILE, f"is not the head's arrays "
+                                   f"({type(exc).__name__}: {exc})", REFIT) from None
+        for name in self._ARRAYS:
+            check_finite(path / ARRAYS_FILE, name, getattr(self, name))
+        check_classes(path, self.classes_, len(getattr(self, self._ARRAYS[-1])), self._ARRAYS[-1])
         self._set_meta(info["meta"])
         return self
 

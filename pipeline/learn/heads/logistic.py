@@ -8,8 +8,9 @@ from typing import Callable
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from pipeline.learn.heads.base import (ArrayHeadBase, RowSource, as_grid, as_row_source, encode_labels,
-                                 select_by_cv, two_columns)
+from pipeline.learn.heads.base import ArrayHeadBase, two_columns
+from pipeline.learn.rows import RowSource, as_row_source
+from pipeline.learn.selection import as_grid, encode_labels, select_by_cv, _grid_of
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +26,11 @@ class LogisticHead(ArrayHeadBase):
     Fitted: classes_, coef_ (C, D), intercept_ (C,), chosen_params_ {"C"}, cv_scores_.
     """
 
-    def __init__(self, *, C=(0.1, 1.0, 10.0), cv: int = 3, seed: int = 0, tol: float = 1e-4,
+    def __init__(self, *, C=(0.1, 1.0, 10.0), cv: int = 3, C_extend: int = 0, seed: int = 0, tol: float = 1e-4,
                  max_iter: int = 1000, chunk_mb: float = 256.0):
         self.C = C
         self.cv = cv
+        self.C_extend = C_extend
         self.seed = seed
         self.tol = tol
         self.max_iter = max_iter
@@ -60,12 +62,13 @@ class LogisticHead(ArrayHeadBase):
         def score(C, a, b):
             return float(np.mean(model(C).fit(X[a], codes[a]).predict(X[b]) == codes[b]))
 
-        C, self.cv_scores_ = select_by_cv(codes, Cs, score, n_folds=self.cv, seed=self.seed)
+        C, self.cv_scores_ = select_by_cv(codes, Cs, score, n_folds=self.cv, seed=self.seed,
+                                          extend=self.C_extend)
         fitted = model(C).fit(X, codes)
         self.coef_, self.intercept_ = two_columns(fitted.coef_.astype(np.float64),
                                                   fitted.intercept_.astype(np.float64))
         self.n_features_in_ = source.n_features
-        self.chosen_params_ = {"C": C}
+        self.chosen_params_ = {"C": C, **_grid_of(self.cv_scores_)}
         return self
 
     def predict_proba(self, X, indices=None) -> np.ndarray:

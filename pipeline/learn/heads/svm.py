@@ -9,8 +9,9 @@ from typing import Callable
 import numpy as np
 from sklearn.svm import SVC, LinearSVC
 
-from pipeline.learn.heads.base import (ArrayHeadBase, RowSource, as_grid, as_row_source, encode_labels,
-                                 select_by_cv, two_columns)
+from pipeline.learn.heads.base import ArrayHeadBase, two_columns
+from pipeline.learn.rows import RowSource, as_row_source
+from pipeline.learn.selection import as_grid, encode_labels, select_by_cv, _grid_of
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +82,19 @@ class SVMHead(ArrayHeadBase):
     kernel="precomputed": X is a kernel matrix: fit(K (n, n), y), decision_function(K (m, n))
       with K[i, j] = k(x_i, x_train_j), e.g. a weighted sum of HoT and IDT kernels (fusion).
       Fitted: dual_coef_ (C, n_train), intercept_ (C,).
-    chosen_params_: {"C", "solver"}; cv_scores_: {C: mean accuracy} when C is a grid.
+    chosen_params_: {"C", "solver"} (+ "C_grid": the searched grid, extended past an end where C
+    won there, up to C_extend log steps per end; see select_by_cv); cv_scores_: {C: mean accuracy}
+    when C is a grid.
     """
 
     def __init__(self, *, C=1.0, kernel: str = "linear", solver: str = "auto", cv: int = 3,
-                 seed: int = 0, tol: float = 1e-4, max_iter: int = 10000,
+                 C_extend: int = 0, seed: int = 0, tol: float = 1e-4, max_iter: int = 10000,
                  max_float64_mb: float = 1024.0, chunk_mb: float = 256.0):
         self.C = C
         self.kernel = kernel
         self.solver = solver
         self.cv = cv
+        self.C_extend = C_extend
         self.seed = seed
         self.tol = tol
         self.max_iter = max_iter
@@ -155,7 +159,8 @@ class SVMHead(ArrayHeadBase):
                 model = svc(C).fit(X[a], codes[a])
                 return float(np.mean(model.predict(X[b]) == codes[b]))
 
-            C, self.cv_scores_ = select_by_cv(codes, Cs, score, n_folds=self.cv, seed=self.seed)
+            C, self.cv_scores_ = select_by_cv(codes, Cs, score, n_folds=self.cv, seed=self.seed,
+                                          extend=self.C_extend)
             model = svc(C).fit(X, codes)
             self.coef_, self.intercept_ = two_columns(model.coef_.astype(np.float64),
                                                       model.intercept_.astype(np.float64))
@@ -168,7 +173,7 @@ class SVMHead(ArrayHeadBase):
                 coef += dual[:, sl] @ rows.astype(np.float64)
             self.coef_ = coef
         self.n_features_in_ = D
-        self.chosen_params_ = {"C": C, "solver": solver}
+        self.chosen_params_ = {"C": C, "solver": solver, **_grid_of(self.cv_scores_)}
         log.debug("SVMHead: C=%g (%s) on %d rows", C, solver, len(idx))
         return self
 
@@ -181,7 +186,8 @@ class SVMHead(ArrayHeadBase):
             pred = (K[np.ix_(b, a)] @ dual.T + icpt).argmax(axis=1)
             return float(np.mean(pred == codes[b]))
 
-        C, self.cv_scores_ = select_by_cv(codes, Cs, score, n_folds=self.cv, seed=self.seed)
+        C, self.cv_scores_ = select_by_cv(codes, Cs, score, n_folds=self.cv, seed=self.seed,
+                                          extend=self.C_extend)
         dual, intercept = _ovr_dual(K, codes, n_classes, C, self.tol, self.max_iter)
         return C, dual, intercept
 
@@ -193,7 +199,7 @@ class SVMHead(ArrayHeadBase):
         self.classes_, codes = encode_labels(y)
         C, self.dual_coef_, self.intercept_ = self._fit_kernel(K, codes, Cs)
         self.n_features_in_ = K.shape[1]
-        self.chosen_params_ = {"C": C, "solver": "kernel"}
+        self.chosen_params_ = {"C": C, "solver": "kernel", **_grid_of(self.cv_scores_)}
         return self
 
     # ---- prediction ---------------------------------------------------------------------
