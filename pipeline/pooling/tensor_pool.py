@@ -227,9 +227,9 @@ def _to_descriptors(psi, a, fn, spectrum_norm, unit, out, scratch):
     batch, k = Y.shape[:-2], Y.shape[-1]
     G = Y @ Y.mT  # Gram matrix Psi Psi^T (N, N)
     C = a[..., :, None] * (G * G) * a[..., None, :]
-    mu, V = np.linalg.eigh(Y.mT @ C @ Y)  # X_(1) X_(1)^T = Psi^T A (G o G) A Psi (METHOD.md)
+    mu, V = np.linalg.eigh(Y.mT @ C @ Y)  # X_(1) X_(1)^T = Psi^T A (G o G) A Psi (docs/method.md, "Cheap algebra")
     Z = np.ascontiguousarray((Y @ V).mT)  # (B, k, N): Z[i, n] = u_i^T psi_n
-    # core[i, j, l] = sum_n a_n Z[i, n] Z[j, n] Z[l, n] (METHOD.md: (1/N) sum_n (U^T phi_n)^(x)3),
+    # core[i, j, l] = sum_n a_n Z[i, n] Z[j, n] Z[l, n] (docs/method.md: (1/N) sum_n (U^T phi_n)^(x)3),
     # formed for the pairs j <= l only: (pairs, k), then the unique i <= j <= l in pack order
     j, l = pack_indices(k, 2)
     core = (Z[..., j, :] * Z[..., l, :]) @ (a[..., :, None] * Z.mT)
@@ -295,7 +295,7 @@ def hot_descriptor(phi, *, order: int, epn: str | SpectralFunction = "maxexp",
                    weights=None, center: bool = False) -> np.ndarray:
     """Packed EPN(X) of one video, X pooled from phi (N, d): (n_unique(d, order),), phi's dtype.
 
-    SO: eigh of X, in span(phi) (_range_basis). TO (HoT + METHOD.md "cheap algebra"): U from
+    SO: eigh of X, in span(phi) (_range_basis). TO (HoT + docs/method.md "Cheap algebra"): U from
     X_(1) X_(1)^T = (1/N^2) Phi^T (G o G) Phi with weights folded in, core (1/N) sum_n
     (U^T phi_n)^(x)3, g on its unique entries, blocked reconstruction of the unique outputs
     (_reconstruct_pack_to); never d^4 work and never a d^3 tensor. Equal (to rounding) to
