@@ -99,3 +99,12 @@ def check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
     return int(value)
+
+
+def store_params(estimator: Any, params: dict) -> None:
+    """scikit-learn's constructor convention in one line: `store_params(self, locals())` in an
+    `__init__` stores every argument under its own name, unchanged (get_params and clone read them
+    back); validation happens in fit."""
+    for name, value in params.items():
+        if name not in ("self", "__class__"):
+            setattr(estimator, name, value)

@@ -10,7 +10,7 @@ import logging
 import torch
 from torch import nn
 
-from pipeline.core.settings import check_int
+from pipeline.core.settings import check_int, store_params
 from pipeline.learn.attention.base import PositionClassifierBase
 from pipeline.learn.attention.registry import AttentionSpec, Option, choice, integer, register_attention
 
@@ -91,19 +91,7 @@ class AttentionalPoolingClassifier(PositionClassifierBase):
                  lr: float = 1e-2, weight_decay=0.0, batch_size: int = 32,
                  max_epochs: int = 100, patience: int = 10, validation_fraction: float = 0.2,
                  seed: int = 0, device: str = "cpu", dtype: str = "float32"):
-        self.rank = rank
-        self.bottom_up = bottom_up
-        self.per_class_bottom_up = per_class_bottom_up
-        self.mean_over_positions = mean_over_positions
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.seed = seed
-        self.device = device
-        self.dtype = dtype
+        store_params(self, locals())   # scikit-learn: __init__ only stores
 
     def _build_module(self, n_classes: int) -> nn.Module:
         return AttentionalPooling(self.n_features_in_, n_classes,

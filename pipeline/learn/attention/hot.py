@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional as F
 
+from pipeline.core.settings import store_params
 from pipeline.core.devices import resolve_device, torch_dtype
 from pipeline.learn.attention.registry import AttentionSpec, Option, choice, integer, register_attention
 from pipeline.learn.training import SampleData, TorchClassifierBase
@@ -214,23 +215,7 @@ class HoTAttentionClassifier(TorchClassifierBase):
                  batch_size: int = 32, max_epochs: int = 100, patience: int = 10,
                  validation_fraction: float = 0.2, seed: int = 0, device: str = "cpu",
                  dtype: str = "float32"):
-        self.order = order
-        self.epn = epn
-        self.epn_params = epn_params
-        self.spectrum_norm = spectrum_norm
-        self.center = center
-        self.normalize = normalize
-        self.hidden = hidden
-        self.nonneg = nonneg
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.seed = seed
-        self.device = device
-        self.dtype = dtype
+        store_params(self, locals())   # scikit-learn: __init__ only stores
 
     # ---- hooks --------------------------------------------------------------------------
     def _spectral(self) -> SpectralFunction:
@@ -314,21 +299,7 @@ class NoAttentionClassifier(HoTAttentionClassifier):
                  weight_decay=0.0, batch_size: int = 32, max_epochs: int = 100,
                  patience: int = 10, validation_fraction: float = 0.2, seed: int = 0,
                  device: str = "cpu", dtype: str = "float32"):
-        self.order = order
-        self.epn = epn
-        self.epn_params = epn_params
-        self.spectrum_norm = spectrum_norm
-        self.center = center
-        self.normalize = normalize
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.seed = seed
-        self.device = device
-        self.dtype = dtype
+        store_params(self, locals())   # scikit-learn: __init__ only stores
 
 
 def pooling_params(t, d) -> dict:

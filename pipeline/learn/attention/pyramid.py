@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pipeline.core.devices import resolve_device, torch_dtype
-from pipeline.core.settings import check_int
+from pipeline.core.settings import check_int, store_params
 from pipeline.learn.attention.base import PositionClassifierBase, masked_softmax, positions
 from pipeline.learn.attention.registry import (AttentionSpec, Option, choice, integer,
                                                register_attention)
@@ -123,19 +123,7 @@ class PyramidAttentionClassifier(PositionClassifierBase):
                  gamma: float = 1e-4, lr: float = 1e-2, weight_decay=0.0, batch_size: int = 32,
                  max_epochs: int = 100, patience: int = 10, validation_fraction: float = 0.2,
                  seed: int = 0, device: str = "cpu", dtype: str = "float32"):
-        self.n_maps = n_maps
-        self.fusion = fusion
-        self.beta = beta
-        self.gamma = gamma
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.seed = seed
-        self.device = device
-        self.dtype = dtype
+        store_params(self, locals())   # scikit-learn: __init__ only stores
 
     def _prepare(self, samples) -> list:
         if not isinstance(samples, (list, tuple)) or not samples:

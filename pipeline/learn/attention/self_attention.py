@@ -13,7 +13,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from pipeline.core.settings import check_int
+from pipeline.core.settings import check_int, store_params
 from pipeline.learn.attention.base import PositionClassifierBase, masked_softmax
 from pipeline.learn.attention.registry import (AttentionSpec, Option, integer,
                                                register_attention)
@@ -79,17 +79,7 @@ class SelfAttentionClassifier(PositionClassifierBase):
                  batch_size: int = 32, max_epochs: int = 100, patience: int = 10,
                  validation_fraction: float = 0.2, seed: int = 0, device: str = "cpu",
                  dtype: str = "float32"):
-        self.heads = heads
-        self.width = width
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.seed = seed
-        self.device = device
-        self.dtype = dtype
+        store_params(self, locals())   # scikit-learn: __init__ only stores
 
     def _build_module(self, n_classes: int) -> nn.Module:
         return MultiHeadSelfAttention(self.n_features_in_, n_classes,
@@ -163,18 +153,7 @@ class LearnedQueryClassifier(PositionClassifierBase):
                  lr: float = 1e-2, weight_decay=0.0, batch_size: int = 32, max_epochs: int = 100,
                  patience: int = 10, validation_fraction: float = 0.2, seed: int = 0,
                  device: str = "cpu", dtype: str = "float32"):
-        self.n_queries = n_queries
-        self.key_dim = key_dim
-        self.value_dim = value_dim
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.seed = seed
-        self.device = device
-        self.dtype = dtype
+        store_params(self, locals())   # scikit-learn: __init__ only stores
 
     def _build_module(self, n_classes: int) -> nn.Module:
         return LearnedQueryPooling(self.n_features_in_, n_classes,

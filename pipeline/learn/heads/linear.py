@@ -6,6 +6,7 @@ import logging
 
 from torch import nn
 
+from pipeline.core.settings import store_params
 from pipeline.learn.heads.base import TorchRowHead
 
 log = logging.getLogger(__name__)
@@ -25,16 +26,7 @@ class LinearHead(TorchRowHead):
                  max_epochs: int = 200, patience: int = 10, validation_fraction: float = 0.2,
                  seed: int = 0, device: str = "cpu", dtype: str = "float32",
                  chunk_mb: float = 256.0):
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.seed = seed
-        self.device = device
-        self.dtype = dtype
-        self.chunk_mb = chunk_mb
+        store_params(self, locals())   # scikit-learn: __init__ only stores
 
     def _build_module(self, n_classes: int) -> nn.Module:
         return nn.Linear(self.n_features_in_, n_classes)

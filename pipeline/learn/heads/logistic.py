@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from pipeline.core.settings import store_params
 from pipeline.learn.heads.base import ArrayHeadBase, two_columns
 from pipeline.learn.rows import RowSource, as_row_source
 from pipeline.learn.selection import as_grid, encode_labels, select_by_cv, _grid_of
@@ -28,13 +29,7 @@ class LogisticHead(ArrayHeadBase):
 
     def __init__(self, *, C=(0.1, 1.0, 10.0), cv: int = 3, C_extend: int = 0, seed: int = 0, tol: float = 1e-4,
                  max_iter: int = 1000, chunk_mb: float = 256.0):
-        self.C = C
-        self.cv = cv
-        self.C_extend = C_extend
-        self.seed = seed
-        self.tol = tol
-        self.max_iter = max_iter
-        self.chunk_mb = chunk_mb
+        store_params(self, locals())   # scikit-learn: __init__ only stores
 
     def fit(self, X, y) -> "LogisticHead":
         """X: (n, D) array, h5py Dataset or RowSource; y: (n,) labels."""

@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 from sklearn.svm import SVC, LinearSVC
 
+from pipeline.core.settings import store_params
 from pipeline.learn.heads.base import ArrayHeadBase, two_columns
 from pipeline.learn.rows import RowSource, as_row_source
 from pipeline.learn.selection import as_grid, encode_labels, select_by_cv, _grid_of
@@ -90,16 +91,7 @@ class SVMHead(ArrayHeadBase):
     def __init__(self, *, C=1.0, kernel: str = "linear", solver: str = "auto", cv: int = 3,
                  C_extend: int = 0, seed: int = 0, tol: float = 1e-4, max_iter: int = 10000,
                  max_float64_mb: float = 1024.0, chunk_mb: float = 256.0):
-        self.C = C
-        self.kernel = kernel
-        self.solver = solver
-        self.cv = cv
-        self.C_extend = C_extend
-        self.seed = seed
-        self.tol = tol
-        self.max_iter = max_iter
-        self.max_float64_mb = max_float64_mb
-        self.chunk_mb = chunk_mb
+        store_params(self, locals())   # scikit-learn: __init__ only stores
 
     @property
     def _ARRAYS(self) -> tuple[str, ...]:
