@@ -22,7 +22,6 @@ import argparse
 import logging
 import re
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -217,7 +216,7 @@ def print_defaults(reference: str, per_protocol: dict[str, dict[str, dict]]) -> 
         d = choose_default(reference, {reference: scores[reference], name: scores[name]},
                            {name: adjusted.get(name, pvals.get(name))}, adjust=False)
         verdict = (f"move (p_Holm={format_p(adjusted[name])})" if d.moved else
-                   f"keep the paper's" + (f" (p_Holm={format_p(adjusted[name])})"
+                   "keep the paper's" + (f" (p_Holm={format_p(adjusted[name])})"
                                           if name in adjusted else " (not better)"))
         print(f"| {name} | " + " | ".join(cells) + f" | {verdict} |")
     overall = choose_default(reference, scores, pvals)
