@@ -2,6 +2,7 @@
 clean stop on SIGINT / SIGTERM (temporary files removed, finished items kept)."""
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import errno
@@ -215,3 +216,21 @@ def report(stage: str, result) -> int:
             log.error("  %s: %s", item_id, reason)
         return EXIT_FAILED_ITEMS
     return EXIT_OK
+
+
+def own_options(argv: list[str], options: dict) -> tuple[dict, list[str]]:
+    """(a command's own keys -> values, the other tokens for the shared parse): keys that no
+    stage's settings hold (e.g. report_video=, a=), their values read as the shared parser reads
+    them (a Python literal string, or else the bare word)."""
+    own = {a.partition("=")[0]: _literal(a.partition("=")[2]) for a in argv
+           if a.partition("=")[0] in options}
+    return own, [a for a in argv if a.partition("=")[0] not in options]
+
+
+def _literal(text: str) -> str:
+    """A key's value as the shared parser reads it: a Python literal, or else a bare word."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    return value if isinstance(value, str) else text

@@ -10,8 +10,7 @@ import sys
 from pipeline.learn.scoring import ledger_of
 from pipeline.results.compare import (compare_section, compare_two, find_configuration,
                                       group_configurations)
-from stages.common import EXIT_OK, EXIT_USAGE, run
-from stages.report import literal
+from stages.common import EXIT_OK, EXIT_USAGE, own_options, run
 
 log = logging.getLogger("stages")
 OPTIONS = {"a": "a config key prefix or a row name (make report's tables list both)",
@@ -22,9 +21,7 @@ OPTIONS = {"a": "a config key prefix or a row name (make report's tables list bo
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    own = {a.partition("=")[0]: literal(a.partition("=")[2]) for a in argv
-           if a.partition("=")[0] in OPTIONS}
-    rest = [a for a in argv if a.partition("=")[0] not in OPTIONS]
+    own, rest = own_options(argv, OPTIONS)
     if any(a in ("-h", "--help") for a in argv):
         print("compare: " + "; ".join(f"{k}=... {v}" for k, v in OPTIONS.items()))
         return EXIT_OK

@@ -3,7 +3,6 @@ reads the results ledger (no stage runs) and writes <cache_root>/report/<dataset
 with the tables beside it as markdown and CSV; prints the report's path last."""
 from __future__ import annotations
 
-import ast
 import logging
 import shutil
 import sys
@@ -13,7 +12,7 @@ from pipeline.learn.settings import EvaluateConfig
 from pipeline.extract.settings import ExtractConfig
 from pipeline.core.cache import atomic_path
 from pipeline.results.report import write_report
-from stages.common import EXIT_OK, EXIT_USAGE, run
+from stages.common import EXIT_OK, EXIT_USAGE, own_options, run
 
 log = logging.getLogger("stages")
 # The report's own keys (no stage config holds them), taken out of argv before the shared parse.
@@ -23,20 +22,9 @@ OPTIONS = {"report_video": "the video id whose window attention is drawn (defaul
                         "docs/results_hmdb51.md: how the measured tables in docs/ are made"}
 
 
-def literal(text: str) -> str:
-    """A key's value as the shared parser reads it: a Python literal, or else a bare word."""
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-    return value if isinstance(value, str) else text
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    own = {a.partition("=")[0]: literal(a.partition("=")[2]) for a in argv
-           if a.partition("=")[0] in OPTIONS}
-    rest = [a for a in argv if a.partition("=")[0] not in OPTIONS]
+    own, rest = own_options(argv, OPTIONS)
     if any(a in ("-h", "--help") for a in argv):
         print("report: " + "; ".join(f"{k}=... {v}" for k, v in OPTIONS.items()))
     for key, example in (("report_video", "brush_hair/clip_001.avi"), ("tables_to", "docs/x.md")):
