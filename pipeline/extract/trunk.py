@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 import torch
 
+from pipeline.core.devices import resolve_device
 from pipeline.core.cache import StageResult, digest, stage_dir, stage_key, stage_lock, up_to_date
 from pipeline.core.parallel import worker_state
 from pipeline.core.runner import run_items
@@ -316,6 +317,15 @@ def trunk_dir(cfg: ExtractConfig, dataset: Dataset, weights: dict, plans: dict) 
     return stage_dir(cfg.cache_root, STAGE, dataset.identity, names, key)
 
 
+def _worker_models(cfg: ExtractConfig, modules: tuple[str, ...]):
+    """(dataset, stream -> (trunk model, plan)) as a worker process builds them once: the modules
+    that register the backbones imported first (plugins, test doubles)."""
+    from pipeline.extract.features import load_dataset
+    for module in modules:
+        importlib.import_module(module)
+    return load_dataset(cfg), build_trunk_models(cfg)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrunkJob:
     """Stage "trunk" as a picklable job: each worker builds the dataset and the models once."""
@@ -327,14 +337,11 @@ class TrunkJob:
 
     def state(self):
         def build():
-            from pipeline.extract.features import load_dataset, resolve_device
-            for module in self.modules:
-                importlib.import_module(module)
+            dataset, built = _worker_models(self.cfg, self.modules)
             device = resolve_device(self.cfg.device)
-            built = build_trunk_models(self.cfg)
             encoders = {s: TrunkEncoder(m, device=device, precision=self.cfg.precision)
                         for s, (m, _) in built.items()}
-            return load_dataset(self.cfg), encoders, {s: p for s, (_, p) in built.items()}
+            return dataset, encoders, {s: p for s, (_, p) in built.items()}
         return worker_state(f"{self.folder}:{self.listing}", build)
 
     def __call__(self, ids: list[str]) -> Iterator[tuple[str, object]]:
@@ -400,11 +407,8 @@ class WindowsJob:
 
     def state(self):
         def build():
-            from pipeline.extract.features import load_dataset
-            for module in self.modules:
-                importlib.import_module(module)
-            models = {s: m for s, (m, _) in build_trunk_models(self.cfg).items()}
-            return load_dataset(self.cfg), models
+            dataset, built = _worker_models(self.cfg, self.modules)
+            return dataset, {s: m for s, (m, _) in built.items()}
         return worker_state(f"{self.folder}:{self.listing}", build)
 
     def __call__(self, ids: list[str]) -> Iterator[tuple[str, object]]:
