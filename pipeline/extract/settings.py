@@ -34,10 +34,11 @@ class ExtractConfig:
     lengths: tuple = (24, 32, 48, 64)   # subsequence lengths L (frames); HMDB51 preset
     strides: tuple = (6, 8, 8, 8)       # window stride S per length (frames)
     steps: tuple = ((1, 2, 3, 4),) * 4  # frame steps (sampling rates) s per length
-    trunk: str = "off"                  # "on": one trunk pass per stream and rate over the whole
+    trunk: str = "auto"                 # "on": one trunk pass per stream and rate over the whole
                                         # video, windows pooled from its stored map (cheap new
-                                        # windowings); "off": one forward per window (exact).
-                                        # Off by default: see docs/stage1.md for the measurement
+                                        # windowings); "off": one forward per window (exact);
+                                        # "auto": on where measured as good (inception_i3d RGB,
+                                        # per-frame ResNets), else off (docs/stage1.md "The default")
     trunk_chunk: int = 192              # trunk=on: subsampled frames per trunk pass (long videos
                                         # go in chunks overlapping by 64 frames; bounds memory)
     size: int = 0                       # short side in px; 0 = the backbone's training size
@@ -100,9 +101,11 @@ class ExtractConfig:
         object.__setattr__(self, "layer", layers)
         if not layers or len(set(layers)) != len(layers):
             raise ValueError(f"layer={layers!r}: give one layer name or a tuple of distinct ones")
-        if self.trunk not in ("on", "off"):
+        if self.trunk not in ("on", "off", "auto"):
             raise ValueError(f"trunk={self.trunk!r}: choose 'on' (one pass per rate, windows pooled "
-                             f"from the stored map) or 'off' (one forward per window)")
+                             f"from the stored map), 'off' (one forward per window) or 'auto'")
+        if self.trunk == "auto":          # resolved here: configs, keys and manifests say on/off
+            object.__setattr__(self, "trunk", trunk_default(self))
         if self.trunk_chunk < 72 or self.trunk_chunk % 8:
             raise ValueError(f"trunk_chunk={self.trunk_chunk}: need a multiple of 8, >= 72")
         if self.precision not in ("fp32", "bf16"):
@@ -155,3 +158,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "synthetic": dict(lengths=(16,), strides=(8,), steps=((1, 2),), streams=("flow",),
                       flow="dis", layer="mixed_5c", size=112),
 }
+
+
+def trunk_default(cfg: ExtractConfig) -> str:
+    """What trunk="auto" means for cfg: "on" when every stream's backbone has trunk=on as its
+    registered default (measured within noise of exact windows, or exact per frame), else "off"."""
+    from pipeline.extract.backbones import TRUNK_DEFAULT
+    names = [name for name, _ in cfg.stream_backbones().values()]
+    return "on" if all(name in TRUNK_DEFAULT for name in names) else "off"

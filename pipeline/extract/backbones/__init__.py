@@ -13,14 +13,19 @@ Identify = Callable[..., WeightsInfo]
 BACKBONES: dict[str, Builder] = {}
 IDENTIFY: dict[str, Identify] = {}     # name -> identify(*, weights, seed) -> WeightsInfo
 TRUNK_KINDS: dict[str, str | None] = {}  # name -> its Backbone.trunk_kind, as registered (trunk=on)
+TRUNK_DEFAULT: set[str] = set()        # names whose trunk=auto means on (measured, or exact per frame)
 
 
-def register(name: str, identify: Identify | None = None, *, trunk: str | None = None
-             ) -> Callable[[Builder], Builder]:
+def register(name: str, identify: Identify | None = None, *, trunk: str | None = None,
+             trunk_default: bool = False) -> Callable[[Builder], Builder]:
     """Decorator: add a builder to BACKBONES under `name` (names are unique). `identify` tells the
     weights' identity without building the model; without one the model is built to tell it.
     `trunk` is the model's trunk_kind ("temporal", "frames" or None), for listing the backbones
-    that support trunk=on without building them."""
+    that support trunk=on without building them. `trunk_default`: trunk=auto (the default) means
+    trunk=on for this backbone: only where the trunk was measured within noise of exact windows
+    on real video, or is exact ("frames"); docs/stage1.md "The default"."""
+    if trunk_default and trunk is None:
+        raise ValueError(f"backbone {name!r}: trunk_default needs a trunk kind")
     def add(builder: Builder) -> Builder:
         if name in BACKBONES:
             raise ValueError(f"backbone {name!r} is registered twice")
@@ -28,6 +33,8 @@ def register(name: str, identify: Identify | None = None, *, trunk: str | None =
         if identify is not None:
             IDENTIFY[name] = identify
         TRUNK_KINDS[name] = trunk
+        if trunk_default:
+            TRUNK_DEFAULT.add(name)
         return builder
     return add
 
@@ -60,5 +67,5 @@ def build_backbone(name: str, *, weights: str = "hub", seed: int = 0) -> tuple[B
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["BACKBONES", "TRUNK_KINDS", "Backbone", "TrunkLayer", "weights_identity", "InputSpec", "WeightsError", "WeightsInfo", "build_backbone", "builder_module",
+__all__ = ["BACKBONES", "TRUNK_DEFAULT", "TRUNK_KINDS", "Backbone", "TrunkLayer", "weights_identity", "InputSpec", "WeightsError", "WeightsInfo", "build_backbone", "builder_module",
            "register"]

@@ -260,4 +260,5 @@ def build_inception_i3d(name: str, *, weights: str, seed: int) -> tuple[Backbone
 
 for _name in VARIANTS:
     register(_name, lambda *, weights, seed, _n=_name: identify_inception_i3d(_n, weights=weights, seed=seed)[0],
-             trunk=InceptionI3d.trunk_kind)(functools.partial(build_inception_i3d, _name))
+             trunk=InceptionI3d.trunk_kind,   # RGB: measured on arid_train (docs/stage1.md); flow: unmeasured
+             trunk_default=_name == "inception_i3d")(functools.partial(build_inception_i3d, _name))

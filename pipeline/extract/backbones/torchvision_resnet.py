@@ -86,4 +86,5 @@ def identify_resnet(name: str, *, weights: str, seed: int) -> WeightsInfo:
 
 
 for _name in RESNETS:
-    register(_name, functools.partial(identify_resnet, _name), trunk=FrameResNet.trunk_kind)(functools.partial(build_resnet, _name))
+    register(_name, functools.partial(identify_resnet, _name), trunk=FrameResNet.trunk_kind,
+             trunk_default=True)(functools.partial(build_resnet, _name))   # exact per frame
