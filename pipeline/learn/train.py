@@ -357,6 +357,10 @@ def train(ecfg: ExtractConfig, dcfg: DescriptorConfig, vcfg: EvaluateConfig,
     """
     if ecfg.shard != "1/1":
         raise ValueError(f"shard={ecfg.shard}: training uses every video; run it without shard=")
+    if dcfg.layout != "windows":                      # attention weighs windows within groups
+        raise StageError(f"layout={dcfg.layout!r} is for fixed pooling (make descriptors / make "
+                         f"evaluate); learned attention reads the windows per group: use "
+                         f"layout='windows' for make train")
     tag = head_tag(vcfg)                              # settings checked before any work
     maps = map_outputs(ecfg, tcfg)                    # stops before any work without them
     inp = find_features(ecfg, dcfg)

@@ -2,6 +2,8 @@
 each part (stream x layer x temporal pooling) separately and concatenate (d = P * d'),
 l2-normalise each window, weight it (per group, or by a learned hook), pool into an SO/TO tensor
 with EPN and store its unique entries. Videos are computed in batches, on the stage-1 backend.
+layout="features" instead sets the groups side by side (d = G * P * d'), their windows aligned
+in time (align_groups, side_by_side).
 
 Output: `items/<id>.h5` (dataset "descriptor" (n_unique,)), `sketch.h5` (h, s of the sketch) and
 the consolidated view `descriptors.h5` (ids (n,), descriptors (n, n_unique)), built just before
@@ -109,10 +111,13 @@ def descriptors_dir(ecfg: ExtractConfig, cfg: DescriptorConfig) -> tuple[Path, F
     params = {**key_params(cfg), "parts": inp.parts, "groups": inp.groups,
               "epn_params": make_epn(cfg.epn, **cfg.epn_params).param_dict}   # defaults resolved
     unused = ("epn", "epn_params", "spectrum_norm", "center") if cfg.order == 1 else ("first_order",)
+    if cfg.layout == "windows":      # the default: keyed as before layout= existed
+        unused += ("layout",)
     params = {k: v for k, v in params.items() if k not in unused}
     key = stage_key(STAGE, STAGE_VERSION, params, upstream=[inp.folder.name])
     slug = (f"fo-{cfg.first_order}" if cfg.order == 1 else
-            f"{'so' if cfg.order == 2 else 'to'}-{cfg.epn}") + f"-d{cfg.sketch_dim}"
+            f"{'so' if cfg.order == 2 else 'to'}-{cfg.epn}") + f"-d{cfg.sketch_dim}" + \
+        ("" if cfg.layout == "windows" else f"-{cfg.layout}")
     return stage_dir(ecfg.cache_root, STAGE, inp.dataset.identity, slug, key), inp
 
 
@@ -136,6 +141,55 @@ def read_parts(path: Path, parts: list[str], groups: list[str] | None = None
         groups = [g for g in names for _ in range(f[parts[0]][g].shape[0])]
         return [np.concatenate([f[part][g][()] for g in names]).astype(np.float64)
                 for part in parts], groups
+
+
+def window_centres(starts: np.ndarray, length: int, step: int, num_frames: int) -> np.ndarray:
+    """Centre in frames of each window of a group: start + (length - 1) * step / 2; a window
+    longer than the video (span (length - 1) * step + 1 > num_frames) samples the whole video
+    evenly (stage 1), so its centre is the video's, (num_frames - 1) / 2."""
+    starts = np.asarray(starts, np.float64)
+    if (length - 1) * step + 1 > num_frames:
+        return np.full(len(starts), (num_frames - 1) / 2)
+    return starts + (length - 1) * step / 2
+
+
+def read_centres(path: Path, part: str, groups: list[str]) -> list[np.ndarray]:
+    """The window centres (window_centres) of each of `groups` of an item, from the attrs of
+    `part` (every part of an item has the same windows)."""
+    with h5py.File(path, "r") as f:
+        num_frames = int(f.attrs["num_frames"])
+        return [window_centres(a["starts"], int(a["length"]), int(a["step"]), num_frames)
+                for a in (f[part][g].attrs for g in groups)]
+
+
+def align_groups(centres: list[np.ndarray]) -> list[np.ndarray]:
+    """layout="features": which window of each group fills each column. The columns are the
+    windows of the group with the most windows (ties: the first group); for each column's
+    centre every group gives its window with the nearest centre (ties: the earlier window).
+    centres: one (n_g,) array per group -> one (N,) index array per group, N = max n_g."""
+    centres = [np.asarray(c, np.float64) for c in centres]
+    if not centres or any(c.ndim != 1 or not len(c) for c in centres):
+        raise ValueError("align_groups needs one non-empty (n_g,) array of centres per group")
+    reference = centres[int(np.argmax([len(c) for c in centres]))]    # argmax: the first on ties
+    return [np.abs(reference[:, None] - c[None, :]).argmin(axis=1) for c in centres]
+
+
+def side_by_side(phi: np.ndarray, groups: list[str], centres: list[np.ndarray],
+                 weights: dict | None = None) -> np.ndarray:
+    """layout="features": phi (N_all, P d') of the stacked windows (`sketched`; `groups` names
+    each row's group, in file order) and each group's window centres -> (N, G P d'), each column
+    the groups' aligned windows (align_groups) side by side, in group order, each block scaled by
+    its group weight (default 1), the whole l2-normalised (the slides' Phi_final)."""
+    names = list(dict.fromkeys(groups))
+    labels = np.asarray(groups)
+    rows = [np.flatnonzero(labels == g) for g in names]
+    if len(centres) != len(names) or any(len(c) != len(r) for c, r in zip(centres, rows)):
+        raise ValueError(f"window centres {[len(c) for c in centres]} do not match the windows "
+                         f"per group {[len(r) for r in rows]} of {names}")
+    weights = weights or {}
+    blocks = [float(weights.get(g, 1.0)) * phi[r[i]]
+              for g, r, i in zip(names, rows, align_groups(centres))]
+    return unit_rows(np.concatenate(blocks, axis=1))
 
 
 def sketched(parts: list[np.ndarray], sketches: list[CountSketch] | None) -> np.ndarray:
@@ -244,7 +298,11 @@ class DescriptorJob:
                     with h5py.File(path, "r") as f:
                         sources.append(str(f.attrs["source"]))
                     phi = sketched(parts, sketches)
-                    w = window_weights(groups, cfg)
+                    if cfg.layout == "features":      # the group weights scale the blocks
+                        centres = read_centres(path, self.parts[0], list(dict.fromkeys(groups)))
+                        phi, w = side_by_side(phi, groups, centres, cfg.group_weights), None
+                    else:
+                        w = window_weights(groups, cfg)
                 except Exception as exc:  # noqa: BLE001 - one bad item never stops a run
                     yield item_id, exc
                     continue
@@ -284,7 +342,8 @@ def compute_descriptors(ecfg: ExtractConfig, cfg: DescriptorConfig) -> StageResu
     warn_degenerate(inp.parts, first)
     dims = [p.shape[1] for p in first]
     sketches = make_sketches(dims, cfg.sketch_dim, cfg.sketch_seed) if cfg.sketch_dim else []
-    d = cfg.sketch_dim * len(dims) if cfg.sketch_dim else sum(dims)
+    d = (cfg.sketch_dim * len(dims) if cfg.sketch_dim else sum(dims)) * \
+        (len(inp.groups) if cfg.layout == "features" else 1)
     check_size(folder, cfg, d, len(ids), ecfg.workers if ecfg.backend != "serial" else 1)
     job = DescriptorJob(cfg, str(inp.folder.resolve()), tuple(inp.parts), tuple(inp.groups),
                         tuple(dims))
@@ -340,7 +399,8 @@ def check_size(folder: Path, cfg: DescriptorConfig, d: int, n_videos: int, paral
     memory, disk = size_estimate(cfg, d, n_videos)
     memory *= max(1, parallel)
     gib = lambda b: f"{b / 2 ** 30:.1f} GiB"  # noqa: E731
-    what = f"order={cfg.order} at d={d} (sketch_dim={cfg.sketch_dim})"
+    what = f"order={cfg.order} at d={d} (sketch_dim={cfg.sketch_dim}" + \
+        (f", layout={cfg.layout}: the groups side by side)" if cfg.layout != "windows" else ")")
     free = available_memory()
     if free is not None and memory > free:
         raise StageError(f"{what} needs about {gib(memory)} of memory per video being pooled "

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 from pipeline.core.settings import nokey
 
+LAYOUTS = ("windows", "features")       # how the window groups form the feature matrix Phi
+
 
 @dataclass(frozen=True)
 class DescriptorConfig:
@@ -23,7 +25,13 @@ class DescriptorConfig:
     spectrum_norm: str = "sum"          # "sum" (supplement), "kappa" (slides) or "none"
     center: bool = False                # False: auto-correlation (mu = 0), True: covariance
     group_weights: dict = field(default_factory=dict)  # window weight per group, e.g. {"L64_s1": 2.0};
-                                        # default 1 (HoT's unweighted pooling)
+                                        # default 1 (HoT's unweighted pooling); layout="features":
+                                        # scales the group's block before the column is l2-normalised
+    layout: str = "windows"             # "windows" (default: groups stacked along the windows, N =
+                                        # all windows, d = P d') or "features" (group blocks side by
+                                        # side along the features: d = G P d', N = the windows of the
+                                        # group with most windows; each group gives, per column, its
+                                        # window whose centre is nearest in time); fixed pooling only
     parts: tuple = nokey(())           # stored outputs to use, e.g. ("logits",) or ("rgb/logits/mean",);
                                         # () = all; the resolved list enters the key
     groups: tuple = nokey(())          # window groups to pool, e.g. ("L16",) or ("L16_s1", "L32_s1");
@@ -37,6 +45,9 @@ class DescriptorConfig:
             raise ValueError(f"order={self.order}: choose 1 (first order), 2 (SO) or 3 (TO)")
         if self.sketch_dim < 0:
             raise ValueError(f"sketch_dim={self.sketch_dim} must be >= 1, or 0 for no sketch")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout={self.layout!r}: choose 'windows' (groups stacked along the "
+                             f"windows) or 'features' (group blocks side by side, aligned in time)")
         if self.first_order not in ("mean", "max", "meanmax"):
             raise ValueError(f"first_order={self.first_order!r}: choose 'mean', 'max' or 'meanmax'")
         for name, example in (("parts", "('rgb/logits/mean',) or ('logits',)"),
