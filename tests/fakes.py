@@ -4,7 +4,9 @@
 "fake_no_trunk" (refuses trunk=on); cheap and deterministic.
 
 Importing this module registers it; with FAKE_KILL_AT=k in the environment the k-th extracted
-item SIGKILLs the process after writing its temporary file (a crash mid-run); with CHAOS_KILL_AT=k
+item SIGKILLs the process after writing its temporary file (a crash mid-run); with FAKE_KILL_ONCE=path
+the first item written anywhere creates `path` and SIGKILLs its process (a transient worker death,
+e.g. the OOM killer); with CHAOS_KILL_AT=k
 the k-th call into the project's code SIGKILLs the whole process group (`arm_chaos`, tests/chaos.py);
 FAKE_DELAY=seconds makes every forward pass sleep that long (a run slow enough to interrupt).
 """
@@ -122,6 +124,19 @@ if os.environ.get("FAKE_KILL_AT"):
             os.kill(os.getpid(), signal.SIGKILL)
 
     features.write_item = _killing_write_item
+
+if os.environ.get("FAKE_KILL_ONCE"):
+    _marker, _write_item = os.environ["FAKE_KILL_ONCE"], features.write_item
+
+    def _killing_once(*args, **kwargs):
+        _write_item(*args, **kwargs)
+        try:
+            os.close(os.open(_marker, os.O_CREAT | os.O_EXCL))     # only the first caller
+        except FileExistsError:
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    features.write_item = _killing_once
 
 
 def arm_chaos(kill_at: int) -> list[int]:

@@ -22,6 +22,8 @@ from pipeline.core.cache import StageError
 
 log = logging.getLogger(__name__)
 BACKENDS = ("serial", "processes", "dask")
+PROCESS_RETRIES = 1     # a broken process pool (a worker killed: OOM, segfault) is rebuilt once for
+                        # the unfinished items, one per task, before they count as failed
 Write = Callable[[Path], None]
 # errors that say the cache cannot be written at all: every later item would fail the same way
 CACHE_UNWRITABLE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -186,27 +188,44 @@ def run_job(job: Job, folder: Path, ids: list[str], *, backend: str = "serial", 
     threads = max(1, default_workers() // workers)
     parts = chunks(ids, workers)
     if backend == "processes":
-        import joblib
         log.info("running %d items in %d chunks on %d local processes (%d threads each)",
                  len(ids), len(parts), workers, threads)
-        run = joblib.Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")
         reported: set[str] = set()
-        try:
-            for results in run(joblib.delayed(run_chunk)(job, folder, part, threads) for part in parts):
-                reported.update(results)
-                collect(results)
-        except StageError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - e.g. a worker killed (OOM, SIGKILL, segfault)
-            log.error("the worker processes stopped: %s", reason(exc))
-            collect({i: f"a worker process died before finishing it ({reason(exc)})"
-                     for i in ids if i not in reported})
+        for attempt in range(1 + PROCESS_RETRIES):
+            left = [i for i in ids if i not in reported]
+            if not left:
+                break
+            parts = parts if attempt == 0 else [[i] for i in left]   # a retry: one item per task
+            try:
+                _process_map(job, folder, parts, workers, threads, reported, collect)
+            except StageError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. a worker killed (OOM, SIGKILL, segfault)
+                left = [i for i in ids if i not in reported]
+                if attempt < PROCESS_RETRIES:
+                    log.warning("a worker process died (%s): %d unfinished items go to fresh "
+                                "processes, one item per task", reason(exc), len(left))
+                    continue
+                log.error("the worker processes stopped again: %s", reason(exc))
+                collect({i: f"a worker process died before finishing it ({reason(exc)})"
+                         for i in left})
         return failures
     threads = threads if scheduler == "local" else 0    # a remote worker knows its own cores
     for part, results in _dask_map(job, folder, parts, workers, threads, scheduler):
         collect(results if results is not None
                 else {i: "the Dask worker running it was lost (see the scheduler's log)" for i in part})
     return failures
+
+
+def _process_map(job: Job, folder: Path, parts: list[list[str]], workers: int, threads: int,
+                 reported: set[str], collect: Callable[[dict], None]) -> None:
+    """Run the chunks on a fresh pool of local processes (joblib's loky), collecting each
+    chunk's results as it finishes and adding its ids to `reported`; raises when the pool breaks."""
+    import joblib
+    run = joblib.Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")
+    for results in run(joblib.delayed(run_chunk)(job, folder, part, threads) for part in parts):
+        reported.update(results)
+        collect(results)
 
 
 def _dask_map(job: Job, folder: Path, parts: list[list[str]], workers: int, threads: int,

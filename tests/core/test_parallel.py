@@ -114,3 +114,20 @@ def test_a_killed_worker_fails_only_its_items_and_a_rerun_completes(tiny_args, t
     rerun = extract_features(e2)
     assert rerun.ok and rerun.computed == len(first.failures)
     assert snapshot(rerun.folder) == reference
+
+
+@pytest.mark.slow
+def test_a_transient_worker_death_is_retried_in_fresh_processes(tiny_args, tmp_path, monkeypatch):
+    e, = parse_overrides(tiny_args, ExtractConfig)
+    reference = snapshot(extract_features(e).folder)
+    args = [a for a in tiny_args if not a.startswith("cache_root")] + [
+        f"cache_root={str(tmp_path / 'once')!r}", "backend=processes", "workers=2"]
+    e2, = parse_overrides(args, ExtractConfig)
+    from joblib.externals.loky import get_reusable_executor
+    get_reusable_executor().shutdown(wait=True)    # fresh workers, which read FAKE_KILL_ONCE
+    monkeypatch.setenv("FAKE_KILL_ONCE", str(tmp_path / "killed-once"))
+    result = extract_features(e2)                  # one worker dies (as the OOM killer would)
+    assert (tmp_path / "killed-once").is_file()
+    assert result.ok and not result.failures       # its unfinished items ran in a fresh pool
+    assert snapshot(result.folder) == reference
+    get_reusable_executor().shutdown(wait=True)
