@@ -32,7 +32,7 @@ from pipeline.learn.persistence import saved_intact
 from pipeline.pooling.sketched import compute_sketched, load_sketched, sketched_ids
 
 log = logging.getLogger(__name__)
-STAGE, STAGE_VERSION = "train", 1
+STAGE, STAGE_VERSION = "train", 2      # 2: features over positions scaled per level (position_scale)
 CONFIG_FILE = "config.json"        # beside each split's model: everything predict needs
 WEIGHTS_FILE = "weights.h5"        # the learned weights per video and per group
 RESULT_FILE = "result.json"        # a split's scores, written last: the split is done

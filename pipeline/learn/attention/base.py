@@ -14,7 +14,7 @@ from pipeline.learn.training import SampleData, TorchClassifierBase, pad_samples
 
 log = logging.getLogger(__name__)
 
-__all__ = ["positions", "PositionClassifierBase", "masked_softmax"]
+__all__ = ["positions", "position_scale", "PositionClassifierBase", "masked_softmax"]
 
 
 def positions(sample) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -27,6 +27,20 @@ def positions(sample) -> tuple[np.ndarray, tuple[int, ...]]:
         n, D, H, W = x.shape
         return x.transpose(0, 2, 3, 1).reshape(n * H * W, D), (n, H, W)
     raise ValueError(f"a sample has shape {x.shape}; expected (n, f) windows or (n, D, H, W) maps")
+
+
+def position_scale(xs) -> float:
+    """1 / the mean l2 norm of the positions' features over the training samples `xs` ((P, f)
+    arrays), 1 when that mean is 0. Frozen maps come at the backbone's arbitrary scale (measured:
+    mean norm about 3e-6 for the random-weight flow I3D of the demo, about 10 for Kinetics
+    I3D's Mixed_5c) and scores such as AP's (X a)^T (X b) are quadratic in X, so training on them
+    unscaled stalls or diverges; one scalar per level, fitted on the training part and stored
+    with the model, leaves each model's function class unchanged (ours; docs/method.md
+    "Attention")."""
+    norms = [np.linalg.norm(np.asarray(x, np.float64), axis=1) for x in xs]
+    total, count = sum(float(n.sum()) for n in norms), sum(len(n) for n in norms)
+    mean = total / count if count else 0.0
+    return 1.0 / mean if mean > 0 and np.isfinite(mean) else 1.0
 
 
 def masked_softmax(s: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -48,11 +62,12 @@ class PositionClassifierBase(TorchClassifierBase):
             raise ValueError("samples must be a non-empty list of (n, f) or (n, D, H, W) arrays")
         device, dtype = resolve_device(self.device), torch_dtype(self.dtype)
         items = []
+        scale = getattr(self, "input_scale_", 1.0)      # 1 until fit has measured it
         for i, sample in enumerate(samples):
             x, shape = positions(sample)
             if x.shape[0] < 1 or not np.isfinite(x).all():
                 raise ValueError(f"samples[{i}] is empty or holds NaN/Inf")
-            items.append((torch.as_tensor(x, device=device).to(dtype), shape))
+            items.append((torch.as_tensor(x * scale, device=device).to(dtype), shape))
         dims = {x.shape[1] for x, _ in items}
         if len(dims) != 1:
             raise ValueError(f"samples disagree on the feature dimension: {sorted(dims)}")
@@ -71,7 +86,10 @@ class PositionClassifierBase(TorchClassifierBase):
         y = np.asarray(y)
         if len(y) != len(samples):
             raise ValueError(f"y has {len(y)} labels for {len(samples)} samples")
-        self.n_features_in_ = self._prepare(samples)[0][0].shape[1]
+        self.input_scale_ = 1.0
+        items = self._prepare(samples)
+        self.n_features_in_ = items[0][0].shape[1]
+        self.input_scale_ = position_scale(x.cpu().numpy() for x, _ in items)
         return self._fit_data(self._make_data(samples), y)
 
     def _attention(self, module, X: torch.Tensor, mask: torch.Tensor, **kwargs) -> torch.Tensor:
@@ -91,7 +109,8 @@ class PositionClassifierBase(TorchClassifierBase):
         return out
 
     def _meta(self) -> dict:
-        return {"n_features_in": self.n_features_in_}
+        return {"n_features_in": self.n_features_in_, "input_scale": self.input_scale_}
 
     def _set_meta(self, meta: dict) -> None:
         self.n_features_in_ = int(meta["n_features_in"])
+        self.input_scale_ = float(meta.get("input_scale", 1.0))   # models saved before: unscaled

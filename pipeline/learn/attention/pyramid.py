@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from pipeline.core.devices import resolve_device, torch_dtype
 from pipeline.core.settings import check_int, store_params
-from pipeline.learn.attention.base import PositionClassifierBase, masked_softmax, positions
+from pipeline.learn.attention.base import PositionClassifierBase, masked_softmax, position_scale, positions
 from pipeline.learn.attention.registry import (AttentionSpec, Option, choice, integer,
                                                register_attention)
 from pipeline.learn.training import SampleData, pad_samples
@@ -130,12 +130,18 @@ class PyramidAttentionClassifier(PositionClassifierBase):
             raise ValueError("samples must be a non-empty list of layers")
         device, dtype = resolve_device(self.device), torch_dtype(self.dtype)
         items = []
+        scales = getattr(self, "input_scales_", None)       # None until fit has measured them
         for i, sample in enumerate(samples):
             if not isinstance(sample, (list, tuple)) or len(sample) < 2:
                 raise ValueError(f"samples[{i}]: pyramid attention fuses two or more levels (maps "
                                  f"of different depths, top last); got "
                                  f"{len(sample) if isinstance(sample, (list, tuple)) else 1}")
             layers, shape = pyramid_positions(sample)
+            if scales is not None:
+                if len(scales) != len(layers):
+                    raise ValueError(f"samples[{i}] has {len(layers)} levels; the classifier "
+                                     f"was fitted on {len(scales)}")
+                layers = [x * c for x, c in zip(layers, scales)]
             items.append(([torch.as_tensor(x, device=device).to(dtype) for x in layers], shape))
         dims = {tuple(x.shape[1] for x in layers) for layers, _ in items}
         if len(dims) != 1:
@@ -164,9 +170,12 @@ class PyramidAttentionClassifier(PositionClassifierBase):
         y = np.asarray(y)
         if len(y) != len(samples):
             raise ValueError(f"y has {len(y)} labels for {len(samples)} samples")
-        layers = self._prepare(samples)[0][0]
-        self.layer_dims_ = [x.shape[1] for x in layers]
+        self.input_scales_ = None
+        items = self._prepare(samples)
+        self.layer_dims_ = [x.shape[1] for x in items[0][0]]
         self.n_features_in_ = self.layer_dims_[-1]
+        self.input_scales_ = [position_scale(layers[j].cpu().numpy() for layers, _ in items)
+                              for j in range(len(self.layer_dims_))]      # one per level
         return self._fit_data(self._make_data(samples), y)
 
     def _build_module(self, n_classes: int) -> nn.Module:
@@ -197,11 +206,14 @@ class PyramidAttentionClassifier(PositionClassifierBase):
         return out
 
     def _meta(self) -> dict:
-        return {"n_features_in": self.n_features_in_, "layer_dims": self.layer_dims_}
+        return {"n_features_in": self.n_features_in_, "layer_dims": self.layer_dims_,
+                "input_scales": self.input_scales_}
 
     def _set_meta(self, meta: dict) -> None:
         self.n_features_in_ = int(meta["n_features_in"])
         self.layer_dims_ = [int(v) for v in meta["layer_dims"]]
+        scales = meta.get("input_scales")               # models saved before: unscaled
+        self.input_scales_ = [float(c) for c in scales] if scales else [1.0] * len(self.layer_dims_)
 
 
 def _positive(name: str, value) -> float:
