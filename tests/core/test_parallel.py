@@ -96,20 +96,26 @@ def test_backend_output_equals_the_single_process_run(tiny_args, tmp_path, backe
     assert ids2 == ids and np.array_equal(descriptors, reference)
 
 
-@pytest.mark.slow
-def test_a_killed_worker_fails_only_its_items_and_a_rerun_completes(tiny_args, tmp_path, monkeypatch):
+def _serial_and_processes(tiny_args, tmp_path) -> tuple[dict, ExtractConfig]:
+    """(a serial run's item files, the same settings on 2 fresh local worker processes)."""
+    from joblib.externals.loky import get_reusable_executor
     e, = parse_overrides(tiny_args, ExtractConfig)
     reference = snapshot(extract_features(e).folder)
     args = [a for a in tiny_args if not a.startswith("cache_root")] + [
-        f"cache_root={str(tmp_path / 'killed')!r}", "backend=processes", "workers=2"]
-    e2, = parse_overrides(args, ExtractConfig)
-    from joblib.externals.loky import get_reusable_executor
-    get_reusable_executor().shutdown(wait=True)    # fresh workers, which read FAKE_KILL_AT
+        f"cache_root={str(tmp_path / 'processes')!r}", "backend=processes", "workers=2"]
+    get_reusable_executor().shutdown(wait=True)    # fresh workers read the FAKE_KILL_* settings
+    return reference, parse_overrides(args, ExtractConfig)[0]
+
+
+@pytest.mark.slow
+def test_a_killed_worker_fails_only_its_items_and_a_rerun_completes(tiny_args, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_KILL_AT", "2")        # each worker SIGKILLs itself at its 2nd item
+    reference, e2 = _serial_and_processes(tiny_args, tmp_path)
     first = extract_features(e2)
     assert first.failures and all("worker process died" in r for r in first.failures.values())
     assert (first.folder / "manifest.json").is_file()              # the driver went on
     monkeypatch.delenv("FAKE_KILL_AT")
+    from joblib.externals.loky import get_reusable_executor
     get_reusable_executor().shutdown(wait=True)
     rerun = extract_features(e2)
     assert rerun.ok and rerun.computed == len(first.failures)
@@ -118,16 +124,11 @@ def test_a_killed_worker_fails_only_its_items_and_a_rerun_completes(tiny_args, t
 
 @pytest.mark.slow
 def test_a_transient_worker_death_is_retried_in_fresh_processes(tiny_args, tmp_path, monkeypatch):
-    e, = parse_overrides(tiny_args, ExtractConfig)
-    reference = snapshot(extract_features(e).folder)
-    args = [a for a in tiny_args if not a.startswith("cache_root")] + [
-        f"cache_root={str(tmp_path / 'once')!r}", "backend=processes", "workers=2"]
-    e2, = parse_overrides(args, ExtractConfig)
-    from joblib.externals.loky import get_reusable_executor
-    get_reusable_executor().shutdown(wait=True)    # fresh workers, which read FAKE_KILL_ONCE
     monkeypatch.setenv("FAKE_KILL_ONCE", str(tmp_path / "killed-once"))
+    reference, e2 = _serial_and_processes(tiny_args, tmp_path)
     result = extract_features(e2)                  # one worker dies (as the OOM killer would)
     assert (tmp_path / "killed-once").is_file()
     assert result.ok and not result.failures       # its unfinished items ran in a fresh pool
     assert snapshot(result.folder) == reference
+    from joblib.externals.loky import get_reusable_executor
     get_reusable_executor().shutdown(wait=True)
