@@ -32,7 +32,7 @@ from pipeline.learn.persistence import saved_intact
 from pipeline.pooling.sketched import compute_sketched, load_sketched, sketched_ids
 
 log = logging.getLogger(__name__)
-STAGE, STAGE_VERSION = "train", 2      # 2: features over positions scaled per level (position_scale)
+STAGE, STAGE_VERSION = "train", 1
 CONFIG_FILE = "config.json"        # beside each split's model: everything predict needs
 WEIGHTS_FILE = "weights.h5"        # the learned weights per video and per group
 RESULT_FILE = "result.json"        # a split's scores, written last: the split is done
@@ -78,6 +78,8 @@ def train_params(tcfg: TrainConfig, dcfg: DescriptorConfig, splits: dict, source
     params = {k: v for k, v in key_params(tcfg).items() if k in shared or k in spec.options}
     if spec.pooled:
         params.update(pooling_params(dcfg))
+    if spec.inputs != "groups":       # types over positions: their features are scaled per level
+        params["position_scale"] = "mean_norm"    # (attention.base.position_scale; keyed since)
     return {**params, "splits": digest(splits), "items": digest(sources)}
 
 
