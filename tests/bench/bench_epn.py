@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pipeline.pooling import tensor_pool  # noqa: E402
+from pipeline.pooling import packing, tensor_pool  # noqa: E402
 
 log = logging.getLogger("bench_epn")
 D, N = 128, 64
@@ -31,7 +31,7 @@ def naive_to_maxexp(phi: np.ndarray) -> np.ndarray:
     lam = core / np.abs(core).sum()
     lam_hat = np.sign(lam) * (1.0 - (1.0 - np.minimum(np.abs(lam), 1.0)) ** n)
     Xhat = np.einsum("ijk,ai,bj,ck->abc", lam_hat, U, U, U, optimize=True)
-    return tensor_pool.pack(Xhat, 3)
+    return packing.pack(Xhat, 3)
 
 
 def tensorly_to_maxexp(X: np.ndarray, n: int):
@@ -42,7 +42,7 @@ def tensorly_to_maxexp(X: np.ndarray, n: int):
     core, factors = tucker(X, rank=list(X.shape), init="svd", n_iter_max=0)
     lam = core / np.abs(core).sum()
     lam_hat = np.sign(lam) * (1.0 - (1.0 - np.minimum(np.abs(lam), 1.0)) ** n)
-    return tensor_pool.pack(tl.tucker_to_tensor((lam_hat, factors)), 3)
+    return packing.pack(tl.tucker_to_tensor((lam_hat, factors)), 3)
 
 
 def median_time(fn, repeats: int, warmup_s: float = 0.2) -> float:
