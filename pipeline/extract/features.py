@@ -390,6 +390,8 @@ def features_dir(cfg: ExtractConfig, dataset: Dataset, weights: dict[str, dict] 
     params = key_params(cfg)
     if cfg.trunk == "off":            # exact windows: keyed as before trunk= existed
         params.pop("trunk"), params.pop("trunk_chunk")
+    else:                             # windows longer than the video: from the nearest rate
+        params["short_videos"] = "nearest_rate"   # (trunk.window_rate; earlier: their step's)
     if "map" in cfg.pool:             # maps are stored as float16 since then: a new key for them,
         params["map_dtype"] = "float16"   # every other stage-1 key unchanged
     key = stage_key(STAGE, STAGE_VERSION, params, weights=weights)

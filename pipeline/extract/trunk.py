@@ -5,8 +5,11 @@ Trunk item file (stage "trunk"): per stream, stored map and rate a dataset
 "<stream>/<source>/r{s}" (T_cells, D) float32, the map averaged over space per temporal cell, with
 attrs stride (subsampled frames per cell) and frames (length of the subsampled video); with
 spatial maps asked (pool "map") also "<stream>/<source>/r{s}_map" (T_cells, D, H', W').
-"frames" backbones store rate 1 only (one cell per frame). The windowing (lengths, strides,
-steps) is not in the trunk's key: a new window configuration is a pooling over these files.
+"frames" backbones store rate 1 only (one cell per frame). Rates are stored as the windows ask
+for them (window_rate): a video shorter than every window of a rate never runs that rate; a new
+windowing that needs a rate an item lacks computes that rate alone and keeps the rest. The
+windowing (lengths, strides) is not in the trunk's key: a new window configuration is a pooling
+over these files.
 """
 from __future__ import annotations
 
@@ -15,14 +18,15 @@ import functools
 import importlib
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import h5py
 import numpy as np
 import torch
 
-from pipeline.core.devices import resolve_device
-from pipeline.core.cache import StageResult, digest, stage_dir, stage_key, stage_lock, up_to_date
+from pipeline.core.devices import resolve_device, trim_host_memory
+from pipeline.core.cache import (StageResult, digest, h5_valid, item_path, stage_dir, stage_key,
+                                 stage_lock, up_to_date)
 from pipeline.core.parallel import worker_state
 from pipeline.core.runner import run_items
 from pipeline.datasets import Dataset, Item
@@ -53,6 +57,26 @@ def rates(model: Backbone, cfg: ExtractConfig) -> tuple[int, ...]:
     if model.trunk_kind == "frames":
         return (1,)
     return tuple(sorted({s for _, _, s in cfg.groups()}))
+
+
+def window_rate(num_frames: int, group: WindowGroup, rates: tuple[int, ...]) -> int:
+    """The stored rate the windows of `group` are pooled from in a video of `num_frames`: its
+    step when the video holds one span. A shorter video has one window of L frames evenly spaced
+    over the whole video (window_frames, spacing (F - 1) / (L - 1) < step): it is pooled from the
+    whole map of the rate in `rates` nearest that spacing, ties to the lower (docs/method.md,
+    Stage 1, trunk)."""
+    if num_frames >= group.span:
+        return group.step
+    spacing = (num_frames - 1) / max(group.length - 1, 1)
+    return min(rates, key=lambda r: (abs(r - spacing), r))
+
+
+def item_rates(model: Backbone, num_frames: int, groups: list[WindowGroup],
+               rates: tuple[int, ...]) -> set[int]:
+    """The rates whose maps the windows of `groups` need in a video of `num_frames`."""
+    if model.trunk_kind == "frames":
+        return {1}
+    return {window_rate(num_frames, g, rates) for g in groups}
 
 
 def sources(model: Backbone, layers: tuple[str, ...]) -> tuple[str, ...]:
@@ -127,6 +151,7 @@ class RateTrunk:
             frames = frames + [frames[-1]] * (need - len(frames))
         self.forwards += 1
         outputs = self.encoder(frames, self.wanted, self.spatial)
+        trim_host_memory()                    # the chunk's freed activations: back to the OS
         for source, (cells, spatial) in zip(self.wanted, outputs):
             st = self.strides[source]
             done = sum(len(c) for c in self.cells[source])
@@ -170,27 +195,54 @@ def write_trunk_item(out: Path, *, item: Item, num_frames: int,
         f.attrs["complete"] = True
 
 
+def stored_trunks(path: Path, item: Item) -> tuple[dict, dict[int, int]]:
+    """What an earlier trunk file of `item` at `path` holds, to keep when the item gains a rate:
+    ({(stream, source, rate): (cells, spatial map or None)}, {rate: subsampled frames}); empty
+    when there is no such file, or it is damaged or from another source."""
+    if not h5_valid(path, source=item.source()):
+        return {}, {}
+    maps, frames = {}, {}
+    with h5py.File(path, "r") as f:
+        for stream, group in f.items():
+            for source, rates_ in group.items():
+                for name, ds in rates_.items():
+                    if name[1:].isdigit():
+                        spatial = rates_.get(f"{name}_map")
+                        maps[stream, source, int(name[1:])] = (
+                            ds[()], None if spatial is None else spatial[()])
+                        frames[int(name[1:])] = int(ds.attrs["frames"])
+    return maps, frames
+
+
 def item_trunks(item: Item, encoders: dict[str, TrunkEncoder], plan: dict[str, dict], *,
-                size: int, crop: bool, flow: str, flow_cache, chunk: int, spatial: bool):
-    """Decode `item` once and run every stream's trunk at every rate: a write(path) callable.
-    plan: stream -> {"rates": (s, ...), "sources": (name, ...), "strides": {name: frames per cell}}."""
+                needs: dict[str, Callable[[int], set[int]]], size: int, crop: bool, flow: str,
+                flow_cache, chunk: int, spatial: bool, stored: tuple[dict, dict] = ({}, {})):
+    """Decode `item` once and run every stream's trunk at the rates its windows need: a
+    write(path) callable. plan: stream -> {"rates": (s, ...), "sources": (name, ...),
+    "strides": {name: frames per cell}}; needs: stream -> the rates needed by a video of F frames
+    (item_rates); stored: stored_trunks of an earlier file, kept rather than recomputed. A rate
+    is known to be unneeded only once the video's length is: its frames wait in its first chunk,
+    and it runs only if needed (or if the video filled that chunk)."""
     from pipeline.extract.features import ItemWindows
+    kept, frames = stored
     source = ItemWindows(item, [], tuple(encoders), size=size, crop=crop, flow=flow,
                          flow_cache=flow_cache)
     trunks = {(stream, r): RateTrunk(encoders[stream], r, plan[stream]["sources"],
                                      plan[stream]["strides"], chunk=chunk, spatial=spatial)
-              for stream in encoders for r in plan[stream]["rates"]}
+              for stream in encoders for r in plan[stream]["rates"]
+              if not any((stream, name, r) in kept for name in plan[stream]["sources"])}
     for rgb, fl in source.pairs():
         for (stream, _), trunk in trunks.items():
             trunk.push(rgb if stream == "rgb" else fl)
     if not source.num_frames:
         raise VideoError(f"{item.path}: no frames could be decoded")
-    maps, strides, frames = {}, {}, {}
+    maps, frames = dict(kept), dict(frames)
     for (stream, r), trunk in trunks.items():
-        for name, value in trunk.finish().items():
-            maps[stream, name, r] = value
-            strides[stream, name] = plan[stream]["strides"][name]
-        frames[r] = trunk.frames
+        if trunk.forwards or r in needs[stream](source.num_frames):
+            for name, value in trunk.finish().items():
+                maps[stream, name, r] = value
+            frames[r] = trunk.frames
+    strides = {(stream, name): plan[stream]["strides"][name] for stream, name, _ in maps}
     return functools.partial(write_trunk_item, item=item, num_frames=source.num_frames, maps=maps,
                              strides=strides, frames=frames)
 
@@ -224,13 +276,14 @@ def kernel_average(x: np.ndarray, kernel: int) -> np.ndarray:
 
 
 def pool_item(f: h5py.File, model: Backbone, stream: str, layers: tuple[str, ...],
-              pools: tuple[str, ...], groups: list[WindowGroup]
+              pools: tuple[str, ...], groups: list[WindowGroup], rates: tuple[int, ...]
               ) -> tuple[dict[tuple[str, int], np.ndarray], dict[int, np.ndarray]]:
     """Windows of every group pooled from the stored maps of one stream of an open trunk file.
 
     Returns ({("<layer>/<pool>", group index): (W, D) or (W, D, H', W')}, {group index: starts}).
     "frames" backbones pool exactly the window's frames (window_frames); "temporal" ones weight
-    the positions of the map by position_weights; max takes the positions weighted >= 1/2.
+    the positions of the map at window_rate (among the trunk's `rates`) by position_weights; max
+    takes the positions weighted >= 1/2.
     """
     num_frames = int(f.attrs["num_frames"])
     frames_kind = model.trunk_kind == "frames"
@@ -238,7 +291,7 @@ def pool_item(f: h5py.File, model: Backbone, stream: str, layers: tuple[str, ...
     for gi, g in enumerate(groups):
         starts = window_starts(num_frames, g)
         starts_of[gi] = starts
-        rate = 1 if frames_kind else g.step
+        rate = 1 if frames_kind else window_rate(num_frames, g, rates)
         for layer in layers:
             plan: TrunkLayer = model.trunk_layer(layer)
             ds = f[f"{stream}/{plan.source}/r{rate}"]
@@ -345,16 +398,20 @@ class TrunkJob:
         return worker_state(f"{self.folder}:{self.listing}", build)
 
     def __call__(self, ids: list[str]) -> Iterator[tuple[str, object]]:
-        from pipeline.extract.features import flow_cache_of, input_size
+        from pipeline.extract.features import flow_cache_of, input_size, window_groups
         dataset, encoders, plans = self.state()
         items = {item.id: item for item in dataset.items()}
         size = input_size(self.cfg, {s: e.model for s, e in encoders.items()})
         cache = flow_cache_of(self.cfg, dataset, size)
+        groups = window_groups(self.cfg)
+        needs = {s: functools.partial(item_rates, e.model, groups=groups, rates=plans[s]["rates"])
+                 for s, e in encoders.items()}
         for i in ids:
             try:
-                yield i, item_trunks(items[i], encoders, plans, size=size, crop=self.cfg.crop,
-                                     flow=self.cfg.flow, flow_cache=cache,
-                                     chunk=self.cfg.trunk_chunk, spatial="map" in self.cfg.pool)
+                yield i, item_trunks(items[i], encoders, plans, needs=needs, size=size,
+                                     crop=self.cfg.crop, flow=self.cfg.flow, flow_cache=cache,
+                                     chunk=self.cfg.trunk_chunk, spatial="map" in self.cfg.pool,
+                                     stored=stored_trunks(item_path(Path(self.folder), i), items[i]))
             except Exception as exc:  # noqa: BLE001 - one bad video never stops a run
                 yield i, exc
 
@@ -363,12 +420,22 @@ def extract_trunk(cfg: ExtractConfig, dataset: Dataset, weights: dict,
                   built: dict[str, tuple[Backbone, dict]] | None = None) -> StageResult:
     """Stage "trunk" for `cfg`: every video's trunk maps (resumable; a no-op when complete).
     built: build_trunk_models(cfg) when the caller has it (serial runs reuse it)."""
-    from pipeline.extract.features import resolve_device
+    from pipeline.extract.features import resolve_device, window_groups
     built = build_trunk_models(cfg) if built is None else built
     plans = {s: p for s, (_, p) in built.items()}
     folder = trunk_dir(cfg, dataset, weights, plans)
     srcs = dataset.sources()
-    if up_to_date(folder, srcs, strict=cfg.strict_frames):
+    groups = window_groups(cfg)
+    maps = ("", "_map") if "map" in cfg.pool else ("",)
+
+    def required(f: h5py.File) -> bool:         # the rates this windowing needs of this video
+        frames = int(f.attrs["num_frames"])
+        return all(f"{s}/{src}/r{r}{m}" in f for s, (model, p) in built.items()
+                   for r in item_rates(model, frames, groups, p["rates"])
+                   for src in p["sources"] for m in maps)
+
+    if up_to_date(folder, srcs, strict=cfg.strict_frames) and all(
+            _holds(item_path(folder, i), required) for i in srcs):
         log.info("trunk maps already complete: %s", folder)
         return StageResult(folder, len(srcs), 0, {}, skipped_run=True)
     portable = dataclasses.replace(cfg, cache_root=str(Path(cfg.cache_root).resolve()),
@@ -381,12 +448,16 @@ def extract_trunk(cfg: ExtractConfig, dataset: Dataset, weights: dict,
         worker_state(f"{job.folder}:{job.listing}", lambda: (dataset, encoders, plans))
     manifest = {"stage": STAGE, "version": STAGE_VERSION, "config": cfg, "weights": weights,
                 "plans": plans}
-    keys = [f"{s}/{src}/r{r}" for s, p in plans.items() for src in p["sources"] for r in p["rates"]]
     with stage_lock(folder, cfg.shard_tuple()):
         return run_items(folder, list(srcs), job, manifest=manifest, sources=srcs,
                          shard=cfg.shard_tuple(), backend=cfg.backend, workers=cfg.workers,
-                         scheduler=cfg.scheduler, required=lambda f: all(k in f for k in keys),
-                         progress=_progress("trunk"))
+                         scheduler=cfg.scheduler, required=required, progress=_progress("trunk"))
+
+
+def _holds(path: Path, required) -> bool:
+    """Whether the item file at `path` (checked by up_to_date) holds what `required` asks."""
+    with h5py.File(path, "r") as f:
+        return required(f)
 
 
 def _progress(desc: str):
@@ -412,11 +483,11 @@ class WindowsJob:
         return worker_state(f"{self.folder}:{self.listing}", build)
 
     def __call__(self, ids: list[str]) -> Iterator[tuple[str, object]]:
-        from pipeline.core.cache import item_path
         from pipeline.extract.features import ItemFeatures, window_groups, write_item
         dataset, models = self.state()
         items = {item.id: item for item in dataset.items()}
         groups = window_groups(self.cfg)
+        rates_of = {s: rates(m, self.cfg) for s, m in models.items()}
         outputs = {s: [f"{layer}/{p}" for layer in self.cfg.layer for p in self.cfg.pool]
                    for s in models}
         for i in ids:
@@ -429,7 +500,8 @@ class WindowsJob:
                 with h5py.File(path, "r") as f:
                     done.num_frames = int(f.attrs["num_frames"])
                     for stream, model in models.items():
-                        feats, starts = pool_item(f, model, stream, self.cfg.layer, self.cfg.pool, groups)
+                        feats, starts = pool_item(f, model, stream, self.cfg.layer, self.cfg.pool, groups,
+                                                  rates_of[stream])
                         for (name, gi), rows in feats.items():
                             done.feats[stream, name, gi] = list(rows)
                         for gi, s in starts.items():

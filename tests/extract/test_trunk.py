@@ -14,7 +14,8 @@ from pipeline.extract.backbones import TRUNK_KINDS, build_backbone
 from pipeline.extract.features import WindowEncoder, extract_features
 from pipeline.extract.settings import ExtractConfig
 from pipeline.extract.trunk import (RateTrunk, TrunkEncoder, check_trunk, kernel_average,
-                                    position_weights)
+                                    position_weights, window_rate)
+from pipeline.extract.video import WindowGroup
 from tests.fakes import CountingBackbone
 
 ITEM = "items/move_up/move_up_001.avi.h5"
@@ -64,6 +65,50 @@ def test_temporal_trunk_equals_exact_windows_that_fall_on_its_cells(tiny_args):
     a, b = read(trunk.folder, "rgb/logits/mean/L4_s2")[0], read(exact.folder, "rgb/logits/mean/L4_s2")[0]
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert not np.allclose(a, b) and cos.min() > 0.99     # odd starts / 2: weighted by overlap
+
+
+def test_windows_longer_than_the_video_take_the_rate_nearest_their_spacing():
+    g = WindowGroup(24, 6, 4)                              # span 93
+    assert window_rate(93, g, (1, 2, 3, 4)) == 4           # holds one span: its own step
+    assert window_rate(50, g, (1, 2, 3, 4)) == 2           # 24 frames spaced 49/23 = 2.13
+    assert window_rate(50, g, (1, 4)) == 1                 # only among the trunk's rates
+    assert window_rate(20, g, (1, 2, 3, 4)) == 1           # spaced < 1: repeats
+    assert window_rate(4, WindowGroup(3, 1, 4), (1, 2, 3, 4)) == 1   # 1.5: ties to the lower
+    assert window_rate(60, WindowGroup(24, 6, 3), (1, 2, 3)) == 3    # 59/23 = 2.57
+
+
+def test_rates_are_computed_as_windows_need_them_and_kept(tiny_args, tmp_path):
+    """12-frame videos. Windowing A: (6, 3, 1) and (12, 6, 2), whose one window (span 23) is all
+    12 frames: pooled from rate 1, so rate 2 never runs, and it equals the exact window. B
+    needs rate 2 (L4_s2, span 7): that rate alone runs, rate 1 is kept; back to A: nothing."""
+    args = [a for a in tiny_args if not a.startswith(("backbone", "layer"))] + [
+        "backbone='fake_counting_temporal'", "layer=('cells','logits')", "pool=('mean',)", "trunk='on'"]
+    a_win = ["lengths=(6, 12)", "strides=(3, 6)", "steps=((1,), (2,))"]
+    b_win = ["lengths=(4,)", "strides=(2,)", "steps=((1, 2),)"]
+    CountingBackbone.calls = CountingBackbone.frames = 0
+    first = run(args, *a_win)
+    assert first.ok and CountingBackbone.calls == 9 and CountingBackbone.frames == 9 * 12
+    exact = run([a for a in args if a != "trunk='on'"], *a_win)
+    np.testing.assert_allclose(read(first.folder, "rgb/cells/mean/L12_s2")[0],
+                               read(exact.folder, "rgb/cells/mean/L12_s2")[0], rtol=1e-6)
+    trunk_item = next((first.folder.parents[2] / "trunk").rglob("move_up_001.avi.h5"))
+    with h5py.File(trunk_item, "r") as f:
+        assert sorted(f["rgb/cells"]) == ["r1"]
+        rate1 = f["rgb/cells/r1"][()]
+    CountingBackbone.calls = CountingBackbone.frames = 0
+    second = run(args, *b_win)
+    assert second.ok and CountingBackbone.calls == 9 and CountingBackbone.frames == 9 * 6
+    assert len(list((first.folder.parents[2] / "trunk").rglob("manifest.json"))) == 1
+    with h5py.File(trunk_item, "r") as f:
+        assert sorted(f["rgb/cells"]) == ["r1", "r2"]
+        np.testing.assert_array_equal(f["rgb/cells/r1"][()], rate1)
+    fresh = run(args, *b_win, f"cache_root={str(tmp_path / 'fresh')!r}")
+    assert fresh.folder != second.folder
+    for key in ("rgb/cells/mean/L4_s1", "rgb/logits/mean/L4_s2"):
+        np.testing.assert_array_equal(read(second.folder, key)[0], read(fresh.folder, key)[0])
+    CountingBackbone.calls = 0
+    assert run(args, "lengths=(6, 12)", "strides=(2, 4)", "steps=((1,), (2,))").ok
+    assert CountingBackbone.calls == 0
 
 
 def test_position_weights_count_overlap_beyond_the_kernel():
@@ -136,7 +181,7 @@ def test_trunk_windows_follow_the_exact_ones(name, layers, size, tmp_path):
             ds = f.create_dataset(f"rgb/{src}/r1", data=c)
             ds.attrs.update(stride=next(p.stride for p in plans.values() if p.source == src), frames=48)
     with h5py.File(tmp_path / "trunk.h5", "r") as f:
-        feats, starts = pool_item(f, model, "rgb", layers, ("mean",), [group])
+        feats, starts = pool_item(f, model, "rgb", layers, ("mean",), [group], (1,))
     _, idx = window_indices(48, group)
     exact = WindowEncoder(model, layers=layers, pool=("mean",), device=torch.device("cpu"))(
         [video[i] for i in idx])
