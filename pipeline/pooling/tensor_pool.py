@@ -257,17 +257,21 @@ def descriptor_flops(N: int, d: int, order: int, block: int = _BLOCK) -> int:
     """Floating-point operations of hot_descriptor for phi (N, d) (2 per multiply-add).
 
     Counts the dense products as executed (block waste included) plus LAPACK's nominal costs,
-    k = min(N, d) (the rank of phi; less for rank-deficient windows): the thin SVD of psi
-    (N, d) with both factors ~ 6 m k^2 + 20 k^3, m = max(N, d), and symmetric eigh with vectors
-    ~ 9 k^3 (Golub & Van Loan). Multiply-adds, with P = k(k+1)/2 pairs:
+    k = min(N, d) (the rank of phi; less for rank-deficient windows): symmetric eigh with
+    vectors ~ 9 n^3 (Golub & Van Loan), Householder QR of a (d, k) matrix with its Q formed
+    ~ 4 d k^2 - 4 k^3 / 3. The range basis (_range_basis), m = min(N, d): Gram matrix
+    max(N, d) m^2 multiply-adds, eigh of it, for N <= d the product psi^T W (d N k) and its QR,
+    then Y = psi Q (N d k). Multiply-adds, with P = k(k+1)/2 pairs:
     SO: Y^T A Y N k^2, lift U = Q V d k^2, U diag(g) U^T d^2 k.
     TO: Gram Y Y^T N^2 k, Y^T C Y N^2 k + N k^2, Z = Y V N k^2, core pairs P x N x k, lift
     d k^2, reconstruction _reconstruct_flops (~ k^3 d + k^2 d^2 / 2 + k d^3 / 6).
     Entry-wise work (g, gathers, Hadamard products) is not counted.
     """
     check_order(order)
-    k = min(N, d)
-    lapack = 6 * max(N, d) * k * k + 20 * k ** 3 + 9 * k ** 3  # SVD, eigh
+    k = m = min(N, d)
+    basis_macs = max(N, d) * m * m + N * d * k + (d * N * k if N <= d else 0)
+    lapack = 9 * m ** 3 + (4 * d * k * k - 4 * k ** 3 // 3 if N <= d else 0) + 9 * k ** 3
+    lapack += 2 * basis_macs  # the range basis (Gram, eigh, QR, Y), then eigh of the EPN
     lift = d * k * k  # U = Q V
     if order == 2:
         return int(lapack + 2 * (N * k * k + lift + d * d * k))
