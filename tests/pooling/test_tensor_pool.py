@@ -226,3 +226,28 @@ def test_hot_descriptor_validation_and_cost_model():
     # the cost model is dominated by ~k^3 d + k^2 d^2 / 2 + k d^3 / 6 multiply-adds
     f = TP.descriptor_flops(64, 128, 3)
     assert 2 * (64 ** 3 * 128 + 64 ** 2 * 128 ** 2 / 2 + 64 * 128 ** 3 / 6) < f < 3e8
+
+
+def test_the_cholesky_basis_serves_only_where_it_is_orthonormal():
+    """float32 windows of full numerical rank skip the eigendecomposition (Q = (L^-1 psi)^T,
+    Y = L); rank-deficient or nearly dependent ones take the rank-revealing route, and both give
+    the descriptors of the float64 reference."""
+    well = _phi(16, 32, seed=3).astype(np.float32)
+    x = well[None].astype(np.float64)
+    basis = TP._cholesky_basis(x, x @ x.mT)
+    assert basis is not None
+    Q, Y = basis
+    np.testing.assert_allclose(Q[0].T @ Q[0], np.eye(16), atol=1e-6)
+    np.testing.assert_allclose(Y[0] @ Q[0].T, well, atol=1e-6)
+    duplicate = well.copy()
+    duplicate[5] = duplicate[4]                              # rank 15
+    nearly = well.copy()
+    nearly[5] = nearly[4] + 1e-5 * well[6]                   # kappa(gram) ~ 1e10
+    for bad in (duplicate, nearly):
+        x = bad[None].astype(np.float64)
+        assert TP._cholesky_basis(x, x @ x.mT) is None
+    for phi in (well, duplicate, nearly):
+        for order in (2, 3):
+            fast = TP.hot_descriptor(phi, order=order)
+            ref = TP.hot_descriptor(phi.astype(np.float64), order=order)
+            np.testing.assert_allclose(fast, ref, atol=1e-4 * np.abs(ref).max())  # float32 TO: ~3e-5
