@@ -45,7 +45,7 @@ WRAPPER = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]
 
 def report(name: str, value: float, target: str, ok: bool | None) -> bool:
     verdict = "(information)" if ok is None else "PASS" if ok else "FAIL"
-    print(f"{name:<52s} {value:10.3f}  target {target:<8s} {verdict}", flush=True)
+    print(f"{name:<64s} {value:10.3f}  target {target:<8s} {verdict}", flush=True)
     return ok is not False
 
 
