@@ -527,20 +527,32 @@ def damaged_files(folder: Path, manifest: dict | None, *, newer_ok: bool = True)
     return bad
 
 
-def up_to_date(folder: Path, sources: dict[str, str], *, strict: bool = False) -> bool:
+def up_to_date(folder: Path, sources: dict[str, str], *, strict: bool = False,
+               required: Callable[[h5py.File], bool] | None = None) -> bool:
     """True when the stage's manifest covers exactly these items from these sources, none failed
     (with `strict`, none is done with a warning either) and every item file still holds what it
     was written with: a rerun has nothing to do. Each item's data is checked against its
     checksum (one pass over it): a size-and-mtime memo would miss bit rot under a restored
-    mtime; a damaged item is named and makes the stage run (which recomputes that item only)."""
+    mtime; a damaged item is named and makes the stage run (which recomputes that item only).
+    required: what every item file must also hold for this run (e.g. the trunk's rates that a
+    windowing needs), checked on the open files."""
     manifest = read_manifest(folder)
     if (manifest is None or manifest.get("failures") or (strict and manifest.get("warnings"))
             or manifest.get("sources") != digest(sources)):
         return False
     if manifest.get("checksums"):               # every byte of every file: one hash pass
-        return not damaged_files(folder, manifest, newer_ok=False)
-    return all(inspect_item(item_path(folder, i), lambda f: True, src)[0]   # older manifests
-               for i, src in sources.items())
+        if damaged_files(folder, manifest, newer_ok=False):
+            return False
+        if required is None:
+            return True
+        return all(_holds(item_path(folder, i), required) for i in sources)
+    return all(inspect_item(item_path(folder, i), required or (lambda f: True), src)[0]
+               for i, src in sources.items())        # older manifests
+
+
+def _holds(path: Path, required: Callable[[h5py.File], bool]) -> bool:
+    with h5py.File(path, "r") as f:
+        return required(f)
 
 
 def recorded_checksums(folder: Path) -> dict[str, str]:

@@ -224,7 +224,7 @@ def item_trunks(item: Item, encoders: dict[str, TrunkEncoder], plan: dict[str, d
     is known to be unneeded only once the video's length is: its frames wait in its first chunk,
     and it runs only if needed (or if the video filled that chunk)."""
     from pipeline.extract.features import ItemWindows
-    kept, frames = stored
+    kept, kept_frames = stored
     source = ItemWindows(item, [], tuple(encoders), size=size, crop=crop, flow=flow,
                          flow_cache=flow_cache)
     trunks = {(stream, r): RateTrunk(encoders[stream], r, plan[stream]["sources"],
@@ -236,7 +236,7 @@ def item_trunks(item: Item, encoders: dict[str, TrunkEncoder], plan: dict[str, d
             trunk.push(rgb if stream == "rgb" else fl)
     if not source.num_frames:
         raise VideoError(f"{item.path}: no frames could be decoded")
-    maps, frames = dict(kept), dict(frames)
+    maps, frames = dict(kept), dict(kept_frames)
     for (stream, r), trunk in trunks.items():
         if trunk.forwards or r in needs[stream](source.num_frames):
             for name, value in trunk.finish().items():
@@ -434,8 +434,7 @@ def extract_trunk(cfg: ExtractConfig, dataset: Dataset, weights: dict,
                    for r in item_rates(model, frames, groups, p["rates"])
                    for src in p["sources"] for m in maps)
 
-    if up_to_date(folder, srcs, strict=cfg.strict_frames) and all(
-            _holds(item_path(folder, i), required) for i in srcs):
+    if up_to_date(folder, srcs, strict=cfg.strict_frames, required=required):
         log.info("trunk maps already complete: %s", folder)
         return StageResult(folder, len(srcs), 0, {}, skipped_run=True)
     portable = dataclasses.replace(cfg, cache_root=str(Path(cfg.cache_root).resolve()),
@@ -452,12 +451,6 @@ def extract_trunk(cfg: ExtractConfig, dataset: Dataset, weights: dict,
         return run_items(folder, list(srcs), job, manifest=manifest, sources=srcs,
                          shard=cfg.shard_tuple(), backend=cfg.backend, workers=cfg.workers,
                          scheduler=cfg.scheduler, required=required, progress=_progress("trunk"))
-
-
-def _holds(path: Path, required) -> bool:
-    """Whether the item file at `path` (checked by up_to_date) holds what `required` asks."""
-    with h5py.File(path, "r") as f:
-        return required(f)
 
 
 def _progress(desc: str):

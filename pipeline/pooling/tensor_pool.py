@@ -287,8 +287,8 @@ def descriptor_flops(N: int, d: int, order: int, block: int = _BLOCK) -> int:
     Counts the dense products as executed (block waste included) plus LAPACK's nominal costs,
     k = min(N, d) (the rank of phi; less for rank-deficient windows): symmetric eigh with
     vectors ~ 9 n^3 (Golub & Van Loan), Householder QR of a (d, k) matrix with its Q formed
-    ~ 4 d k^2 - 4 k^3 / 3. The range basis (_range_basis), m = min(N, d): Gram matrix
-    max(N, d) m^2 multiply-adds, eigh of it, for N <= d the product psi^T W (d N k) and its QR,
+    ~ 4 d k^2 - 4 k^3 / 3. The range basis (_range_basis): Gram matrix max(N, d) k^2
+    multiply-adds, eigh of it, for N <= d the product psi^T W (d N k) and its QR,
     then Y = psi Q (N d k); the Cholesky basis that full-rank float32 windows take instead costs
     about half of that (~1% of the total at N = 64, d = 128): not subtracted, the count is an
     upper bound. Multiply-adds, with P = k(k+1)/2 pairs:
@@ -298,9 +298,9 @@ def descriptor_flops(N: int, d: int, order: int, block: int = _BLOCK) -> int:
     Entry-wise work (g, gathers, Hadamard products) is not counted.
     """
     check_order(order)
-    k = m = min(N, d)
-    basis_macs = max(N, d) * m * m + N * d * k + (d * N * k if N <= d else 0)
-    lapack = 9 * m ** 3 + (4 * d * k * k - 4 * k ** 3 // 3 if N <= d else 0) + 9 * k ** 3
+    k = min(N, d)
+    basis_macs = max(N, d) * k * k + N * d * k + (d * N * k if N <= d else 0)
+    lapack = 9 * k ** 3 + (4 * d * k * k - 4 * k ** 3 // 3 if N <= d else 0) + 9 * k ** 3
     lapack += 2 * basis_macs  # the range basis (Gram, eigh, QR, Y), then eigh of the EPN
     lift = d * k * k  # U = Q V
     if order == 2:
